@@ -1,0 +1,1 @@
+"""Sub-commands of ``worker``; see :mod:`worker.cli`."""

@@ -1,0 +1,131 @@
+"""``worker local``: run fixture files through the pipeline and the configured sinks,
+on embedded emulators when no endpoint is configured, and report the result."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = "config/local.toml"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("local", help="run fixture files through every configured sink, locally")
+    p.add_argument("--fixtures", nargs="+", metavar="PATH", help="fixture files (default: [local] fixtures)")
+    p.add_argument("--config", help=f"configuration file (default: {DEFAULT_CONFIG} if present)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from worker import config, log
+    from worker.errors import ConfigError
+
+    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
+    cfg = config.load(path)
+    log.configure(cfg.worker.log_format, cfg.worker.log_level)
+    fixtures = [str(p) for p in args.fixtures] if args.fixtures else [str(cfg.resolve(f)) for f in cfg.local.fixtures]
+    if not fixtures:
+        raise ConfigError("local.fixtures", "no fixture files: pass --fixtures PATH or set [local] fixtures")
+    for f in fixtures:
+        if not Path(f).is_file():
+            raise ConfigError("--fixtures", f"not a file: {f}")
+    with contextlib.ExitStack() as stack:
+        cfg = _with_emulators(cfg, stack)
+        report = execute(cfg, fixtures)
+    if args.json:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_SORT_KEYS) + b"\n")
+    else:
+        sys.stdout.write(render(report, fixtures, cfg.deadletter.url))
+    return 1 if report.get("stopped") else 0
+
+
+def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
+    """Run the fixtures; the report is built from the sinks' own view of their targets."""
+    import structlog
+
+    from worker.app import build_pipeline
+    from worker.pipeline import StopProcessing
+    from worker.sinks import Reporting
+    from worker.sources import fixtures as fixture_source
+
+    pipeline = build_pipeline(cfg, provision=True)
+    stopped = None
+    try:
+        pipeline.add(fixture_source.read(fixtures))
+        pipeline.flush()
+    except StopProcessing as exc:
+        stopped = str(exc)
+        structlog.get_logger("worker.local").error("stopped", error=stopped)
+    stats = pipeline.stats
+    report: dict[str, Any] = {
+        "records": stats.records,
+        "kinds": {k: stats.kinds.get(k, 0) for k in ("INSERT", "MODIFY", "REMOVE")},
+        "changes": dict(sorted(stats.changes.items())),
+        "deadletters": stats.deadletters,
+    }
+    if stopped:
+        report["stopped"] = stopped
+    for sink in pipeline.sinks:
+        if isinstance(sink, Reporting) and not stopped:
+            report[sink.name] = sink.report()
+    pipeline.close()
+    return report
+
+
+def _with_emulators(cfg: Any, stack: contextlib.ExitStack) -> Any:
+    """Start moto / osmem-server for whatever has no endpoint configured."""
+    from worker.app import configured_sinks
+    from worker.emulators import fake_aws_credentials, start_moto, start_osmem
+
+    needs_aws = bool(cfg.aggregates or cfg.archive or cfg.deadletter.url.startswith("s3://"))
+    if needs_aws and not cfg.aws.endpoint_url:
+        stack.enter_context(fake_aws_credentials())
+        moto = start_moto()
+        stack.callback(moto.stop)
+        cfg = dataclasses.replace(cfg, aws=dataclasses.replace(cfg.aws, endpoint_url=moto.url))
+    if "search" in configured_sinks(cfg) and not cfg.search.url:
+        server = start_osmem()
+        stack.callback(server.close)
+        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, url=server.url))
+    return cfg
+
+
+def render(report: dict[str, Any], fixtures: list[str], deadletters: str) -> str:
+    """The human-readable summary."""
+    out = [f"worker local: {report['records']} records from {', '.join(fixtures)}"]
+    out.append("  records: " + ", ".join(f"{k} {v}" for k, v in report["kinds"].items()))
+    out.append("  changes: " + (", ".join(f"{k} {v}" for k, v in report["changes"].items()) or "none"))
+    out.append(f"  dead letters: {report['deadletters']}" + (f" (in {deadletters})" if report["deadletters"] else ""))
+    if report.get("stopped"):
+        out.append(f"  STOPPED: {report['stopped']}")
+    for name in ("aggregates", "search", "archive"):
+        if name in report:
+            out.append(f"  {name}:")
+            out.extend(_render_section(name, report[name]))
+    return "\n".join(out) + "\n"
+
+
+def _render_section(name: str, value: Any) -> list[str]:
+    lines: list[str] = []
+    if name == "aggregates" and isinstance(value, dict):
+        for agg, rows in value.items():
+            lines.append(f"    {agg}: {len(rows)} groups")
+            for row in rows:
+                group = ", ".join(f"{k}={v}" for k, v in row.get("group", {}).items())
+                metrics = "  ".join(f"{k}={v}" for k, v in row.get("metrics", {}).items())
+                lines.append(f"      {group or '(all)':<28} {metrics}")
+    elif name == "search" and isinstance(value, dict):
+        for index, docs in value.items():
+            lines.append(f"    index {index}: {len(docs)} documents")
+    elif isinstance(value, dict):
+        lines.append("    " + ", ".join(f"{k} {v}" for k, v in value.items()))
+    else:
+        lines.append(f"    {value}")
+    return lines

@@ -1,0 +1,332 @@
+"""Decode every DynamoDB Streams record shape into one frozen, typed :class:`StreamRecord`.
+
+Shapes accepted by :func:`decode` (all auto-detected, per record):
+
+* the KCL DynamoDB Streams adapter's record JSON (the ``data`` of a multilang
+  record, base64 of JSON): ``ApproximateCreationDateTime`` in epoch
+  milliseconds, B/BS base64, images possibly ``{}``;
+* a multilang record itself (``{"data": "<base64>", "sequenceNumber": ...}``);
+* GetRecords output as boto3 returns it (``datetime``, ``bytes``), as wire JSON
+  (epoch seconds, base64) and as the AWS CLI prints it (ISO timestamps);
+* one record of a Lambda event (``eventSourceARN``, lower-case ``userIdentity``).
+
+Timestamps: a ``datetime`` is taken as is; an ISO string is parsed; a number is
+epoch milliseconds when above 1e11 (year 5138 in seconds) and epoch seconds
+otherwise. Stream timestamps have one-second resolution either way.
+
+Raw AttributeValue dicts never leave this module (and :mod:`worker.attributes`):
+images are decoded lazily, on first access, and cached. Equality of raw
+top-level attributes is exposed through :meth:`StreamRecord.changed_attributes`
+so the diff can skip decoding what did not change.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import orjson
+
+from worker.attributes import Item, Value, decode_item, decode_value
+from worker.errors import RecordError
+
+UTC = dt.UTC
+_MS_THRESHOLD = 1e11
+
+
+class EventName(enum.Enum):
+    INSERT = "INSERT"
+    MODIFY = "MODIFY"
+    REMOVE = "REMOVE"
+
+
+class ViewType(enum.Enum):
+    KEYS_ONLY = "KEYS_ONLY"
+    NEW_IMAGE = "NEW_IMAGE"
+    OLD_IMAGE = "OLD_IMAGE"
+    NEW_AND_OLD_IMAGES = "NEW_AND_OLD_IMAGES"
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """What a source hands to the pipeline: an undecoded payload and where it came from.
+
+    ``payload`` is JSON text (``bytes``/``str``) or an already parsed mapping.
+    ``where`` is ``file:line`` for files and ``shard/sequence`` for streams.
+    """
+
+    payload: bytes | str | Mapping[str, Any]
+    where: str
+    shard_id: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class StreamRecord:
+    """One change of one item, decoded. Immutable; images decode on first access.
+
+    ``sequence_number`` is the stream's decimal string (21-40 digits): compare
+    with :attr:`sequence` (an ``int``), never as text.
+    """
+
+    event_name: EventName
+    sequence_number: str
+    shard_id: str | None
+    event_id: str | None
+    created_at: dt.datetime
+    size_bytes: int | None
+    view_type: ViewType | None
+    ttl_delete: bool
+    table: str | None
+    where: str
+    _keys: Mapping[str, Any] = field(repr=False)
+    _old: Mapping[str, Any] | None = field(repr=False)
+    _new: Mapping[str, Any] | None = field(repr=False)
+    _original: Mapping[str, Any] = field(repr=False)
+
+    @cached_property
+    def sequence(self) -> int:
+        return int(self.sequence_number)
+
+    @cached_property
+    def keys(self) -> Item:
+        return self._decode(self._keys, "dynamodb.Keys") or {}
+
+    @cached_property
+    def old_image(self) -> Item | None:
+        """The item before the change; ``None`` when the record has no old image."""
+        return self._decode(self._old, "dynamodb.OldImage")
+
+    @cached_property
+    def new_image(self) -> Item | None:
+        """The item after the change; ``None`` when the record has no new image."""
+        return self._decode(self._new, "dynamodb.NewImage")
+
+    def old_value(self, name: str) -> Value:
+        """One top-level attribute of the old image (``None`` if absent), decoding only it."""
+        return self._attr(self._old, name, "dynamodb.OldImage")
+
+    def new_value(self, name: str) -> Value:
+        """One top-level attribute of the new image (``None`` if absent), decoding only it."""
+        return self._attr(self._new, name, "dynamodb.NewImage")
+
+    def has_old(self, name: str) -> bool:
+        return bool(self._old) and name in self._old  # type: ignore[operator]
+
+    def has_new(self, name: str) -> bool:
+        return bool(self._new) and name in self._new  # type: ignore[operator]
+
+    def changed_attributes(self) -> list[str]:
+        """Top-level attribute names whose raw values differ between the images.
+
+        Raw equality implies equality; raw inequality may still be equal once
+        decoded (a set in another order), which the diff settles by decoding.
+        """
+        old = self._old or {}
+        new = self._new or {}
+        out = [k for k, v in new.items() if old.get(k) != v]
+        out.extend(k for k in old if k not in new)
+        return out
+
+    @property
+    def location(self) -> str:
+        """``shard/sequence`` when the shard is known, else where the record was read."""
+        if self.shard_id:
+            return f"{self.shard_id}/{self.sequence_number}"
+        return self.where
+
+    def original(self) -> Mapping[str, Any]:
+        """The record exactly as the source delivered it (parsed), for archives and dead letters."""
+        return self._original
+
+    def original_json(self) -> bytes:
+        """The original record as JSON; bytes become base64 and datetimes epoch seconds."""
+        return to_json(self._original)
+
+    def _decode(self, wire: Mapping[str, Any] | None, path: str) -> Item | None:
+        if wire is None:
+            return None
+        try:
+            return decode_item(wire, path)
+        except RecordError as exc:
+            raise exc.located(self.location, self._original) from None
+
+    def _attr(self, wire: Mapping[str, Any] | None, name: str, path: str) -> Value:
+        if not wire or name not in wire:
+            return None
+        try:
+            return decode_value(wire[name], f"{path}.{name}")
+        except RecordError as exc:
+            raise exc.located(self.location, self._original) from None
+
+
+def to_json(obj: Any) -> bytes:
+    """JSON bytes for anything a source delivers (boto3's datetimes and bytes included)."""
+    return orjson.dumps(obj, default=json_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+
+
+def json_default(obj: Any) -> Any:
+    """JSON for what boto3 returns: bytes as base64, datetimes as epoch seconds."""
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(obj)).decode("ascii")
+    if isinstance(obj, dt.datetime):
+        return obj.timestamp()
+    if isinstance(obj, set | frozenset):
+        return sorted(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# -- decoding -------------------------------------------------------------------------
+
+
+def decode(raw: RawRecord) -> StreamRecord:
+    """Decode one raw record of any shape; raises :class:`RecordError` naming where and what."""
+    payload = raw.payload
+    obj = parse_json(payload, raw.where) if isinstance(payload, bytes | str) else payload
+    return decode_mapping(obj, where=raw.where, shard_id=raw.shard_id)
+
+
+def parse_json(text: bytes | str, where: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise RecordError(f"invalid JSON: {exc}", where=where, payload=_text(text)) from None
+
+
+def _text(text: bytes | str) -> str:
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+
+
+def decode_mapping(obj: Any, *, where: str, shard_id: str | None = None) -> StreamRecord:
+    """Decode a parsed record of any shape (see the module docstring)."""
+    if not isinstance(obj, Mapping):
+        raise RecordError(f"a record must be a JSON object, got {type(obj).__name__}", where=where, payload=obj)
+    if "dynamodb" not in obj and isinstance(obj.get("data"), str):
+        return _decode_multilang(obj, where, shard_id)
+    ddb = obj.get("dynamodb")
+    if not isinstance(ddb, Mapping):
+        raise RecordError("not a DynamoDB Streams record", field="dynamodb", where=where, payload=obj)
+    seq = ddb.get("SequenceNumber")
+    if not isinstance(seq, str) or not seq.isdigit():
+        raise RecordError(
+            f"must be a decimal string, got {seq!r}", field="dynamodb.SequenceNumber", where=where, payload=obj
+        )
+    loc = f"{shard_id}/{seq}" if shard_id else where
+
+    def fail(fld: str, msg: str) -> RecordError:
+        return RecordError(msg, field=fld, where=loc, payload=obj)
+
+    try:
+        event = EventName(obj.get("eventName"))
+    except ValueError:
+        raise fail("eventName", f"must be INSERT, MODIFY or REMOVE, got {obj.get('eventName')!r}") from None
+    keys = ddb.get("Keys")
+    if not isinstance(keys, Mapping):
+        raise fail("dynamodb.Keys", "missing or not an object")
+    old = _image(ddb, "OldImage", fail)
+    new = _image(ddb, "NewImage", fail)
+    view = ddb.get("StreamViewType")
+    try:
+        view_type = ViewType(view) if view is not None else None
+    except ValueError:
+        raise fail("dynamodb.StreamViewType", f"unknown view type {view!r}") from None
+    size = ddb.get("SizeBytes")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
+        raise fail("dynamodb.SizeBytes", f"must be an integer, got {size!r}")
+    created = _timestamp(ddb.get("ApproximateCreationDateTime"), fail)
+    return StreamRecord(
+        event_name=event,
+        sequence_number=seq,
+        shard_id=shard_id,
+        event_id=obj.get("eventID"),
+        created_at=created,
+        size_bytes=size,
+        view_type=view_type,
+        ttl_delete=_is_ttl(obj.get("userIdentity")),
+        table=_table(obj),
+        where=where,
+        _keys=keys,
+        _old=old,
+        _new=new,
+        _original=obj,
+    )
+
+
+def _decode_multilang(obj: Mapping[str, Any], where: str, shard_id: str | None) -> StreamRecord:
+    data = obj["data"]
+    try:
+        text = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise RecordError("multilang record data is not base64", field="data", where=where, payload=obj) from None
+    inner = parse_json(text, where)
+    return decode_mapping(inner, where=where, shard_id=shard_id)
+
+
+def _image(ddb: Mapping[str, Any], name: str, fail: Any) -> Mapping[str, Any] | None:
+    img = ddb.get(name)
+    if img is None or (isinstance(img, Mapping) and not img):
+        return None  # absent, null, or {} (the adapter's empty image): no real item is empty
+    if not isinstance(img, Mapping):
+        raise fail(f"dynamodb.{name}", f"must be an object, got {type(img).__name__}")
+    return img
+
+
+def _timestamp(v: Any, fail: Any) -> dt.datetime:
+    fld = "dynamodb.ApproximateCreationDateTime"
+    if isinstance(v, dt.datetime):
+        return v.astimezone(UTC) if v.tzinfo else v.replace(tzinfo=UTC)
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            try:
+                parsed = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+            except ValueError:
+                raise fail(fld, f"not a timestamp: {v!r}") from None
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        secs = v / 1000 if v > _MS_THRESHOLD else v
+        try:
+            return dt.datetime.fromtimestamp(secs, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise fail(fld, f"timestamp out of range: {v!r}") from None
+    raise fail(fld, f"missing or not a timestamp: {v!r}")
+
+
+def _is_ttl(identity: Any) -> bool:
+    """True for deletions made by DynamoDB's TTL process (any key casing)."""
+    if not isinstance(identity, Mapping):
+        return False
+    lowered = {str(k).lower(): v for k, v in identity.items()}
+    return lowered.get("type") == "Service" and lowered.get("principalid") == "dynamodb.amazonaws.com"
+
+
+def _table(obj: Mapping[str, Any]) -> str | None:
+    name = obj.get("tableName")
+    if isinstance(name, str):
+        return name
+    arn = obj.get("eventSourceARN")
+    if isinstance(arn, str) and ":table/" in arn:
+        return arn.split(":table/", 1)[1].split("/", 1)[0]
+    return None
+
+
+# -- containers -------------------------------------------------------------------------
+
+
+def expand(obj: Any) -> Iterator[Any]:
+    """The records inside one parsed JSON value: a Lambda event or GetRecords page
+    (``{"Records": [...]}``), a multilang ``processRecords`` message
+    (``{"records": [...]}``), or a single record."""
+    if isinstance(obj, Mapping):
+        for key in ("Records", "records"):
+            inner = obj.get(key)
+            if isinstance(inner, list) and "dynamodb" not in obj:
+                yield from inner
+                return
+    yield obj

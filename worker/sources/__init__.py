@@ -1,0 +1,1 @@
+"""Sources produce :class:`~worker.records.RawRecord` batches; they never know the sinks."""
