@@ -45,6 +45,7 @@ COPY --from=python-build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:/opt/java/openjdk/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    LANG=C.UTF-8 \
     WORKER_CONFIG=/app/config/worker.toml \
     WORKER_KCL_CLASSPATH_DIR=/opt/kcl/lib \
     WORKER_KCL_MAIN_CLASS=worker.kcl.StreamsMultiLangLauncher \

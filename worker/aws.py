@@ -25,4 +25,5 @@ def client(cfg: Config, service: str, **overrides: Any) -> Any:
     if endpoint:
         kwargs["endpoint_url"] = endpoint
     kwargs.update(overrides)
-    return boto3.session.Session().client(service, **kwargs)
+    session: Any = boto3.session.Session()  # untyped on purpose: `service` is dynamic
+    return session.client(service, **kwargs)

@@ -17,6 +17,9 @@ COMMANDS = [
     "local",
     "check_config",
     "fixtures",
+    "kcl",
+    "daemon",
+    "checkpoints",
 ]
 
 

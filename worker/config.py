@@ -117,6 +117,7 @@ class SearchSection:
     username: str = ""
     password: str = ""
     sigv4_service: Literal["es", "aoss"] = "es"
+    region: str = ""  # SigV4 signing region; default: worker.region
     verify_tls: bool = True
     ca_certs: str = ""
     include: list[str] = field(default_factory=list)
@@ -125,8 +126,10 @@ class SearchSection:
     decimals: Literal["number", "string"] = "number"
     ttl_policy: Literal["delete", "mark"] = "delete"
     template: str = ""  # a JSON mapping/template file, applied when the index is missing
+    meta_field: str = "_stream"  # per-document ordering metadata: {seq, deleted, expired}
+    live_alias: str = ""  # if set, created with the index: a filtered alias without tombstones
     bulk_max_actions: int = 1000
-    bulk_max_bytes: int = 5_000_000
+    bulk_max_bytes: int = 5_000_000  # per request; under the 10 MB limit of small Amazon OpenSearch instances
     timeout_seconds: float = 30.0
 
     def validate(self, prefix: str) -> None:
@@ -136,6 +139,16 @@ class SearchSection:
             raise ConfigError(f"{prefix}.username", "required when auth = 'basic'")
         if self.include and self.exclude:
             raise ConfigError(f"{prefix}.exclude", "use include or exclude, not both")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{prefix}.url", f"must start with http:// or https://, got {self.url!r}")
+        if not self.index:
+            raise ConfigError(f"{prefix}.index", "must not be empty")
+        if not self.meta_field or "." in self.meta_field:
+            raise ConfigError(f"{prefix}.meta_field", "must be a non-empty top-level field name")
+        if self.meta_field in self.rename.values():
+            raise ConfigError(f"{prefix}.rename", f"must not rename onto meta_field {self.meta_field!r}")
+        if self.timeout_seconds <= 0:
+            raise ConfigError(f"{prefix}.timeout_seconds", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -144,15 +157,27 @@ class ArchiveSection:
 
     bucket: str = ""
     prefix: str = "changes/"
+    # Rotation: an object closes at whichever comes first. An open object is
+    # rewritten (one PUT of its size so far) at every flush, so these also bound
+    # the write amplification.
     max_records: int = 10_000
-    max_bytes: int = 64 * 1024 * 1024
+    max_bytes: int = 64 * 1024 * 1024  # uncompressed JSON Lines
     max_age_seconds: float = 300.0
+    # If-None-Match / If-Match on every PUT; false only for S3-compatible stores without them.
+    conditional_writes: bool = True
+    compress_level: int = 6  # gzip, 1 (fast) .. 9 (small)
 
     def validate(self, prefix: str) -> None:
         if not self.bucket:
             raise ConfigError(f"{prefix}.bucket", "required when [archive] is present")
+        if self.prefix.startswith("/") or (self.prefix and not self.prefix.endswith("/")):
+            raise ConfigError(f"{prefix}.prefix", f"must end with '/' and not start with one, got {self.prefix!r}")
         _positive(self.max_records, f"{prefix}.max_records")
         _positive(self.max_bytes, f"{prefix}.max_bytes")
+        if self.max_age_seconds <= 0:
+            raise ConfigError(f"{prefix}.max_age_seconds", f"must be > 0, got {self.max_age_seconds}")
+        if not 1 <= self.compress_level <= 9:
+            raise ConfigError(f"{prefix}.compress_level", f"must be 1..9, got {self.compress_level}")
 
 
 @dataclass(frozen=True)

@@ -59,10 +59,10 @@ def diff(record: StreamRecord) -> Change:
     """The change a record describes. Pure: same record, same change."""
     ev = record.event_name
     if ev is EventName.INSERT:
-        return Change(ChangeKind.INSERT, record, tuple(_names(record, new=True)))
+        return Change(ChangeKind.INSERT, record, tuple(record.attribute_names(new=True)))
     if ev is EventName.REMOVE:
         kind = ChangeKind.TTL_EXPIRE if record.ttl_delete else ChangeKind.REMOVE
-        return Change(kind, record, tuple(_names(record, new=False)))
+        return Change(kind, record, tuple(record.attribute_names(new=False)))
     paths: list[str] = []
     for name in record.changed_attributes():
         present_old = record.has_old(name)
@@ -72,11 +72,6 @@ def diff(record: StreamRecord) -> Change:
             continue
         _walk(record.old_value(name), record.new_value(name), name, paths)
     return Change(ChangeKind.MODIFY, record, tuple(paths))
-
-
-def _names(record: StreamRecord, *, new: bool) -> list[str]:
-    image = record.new_image if new else record.old_image
-    return list(image) if image else []
 
 
 def _walk(old: Value, new: Value, path: str, out: list[str]) -> None:

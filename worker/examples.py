@@ -28,7 +28,7 @@ def create_table(dynamodb: Any, table: str = TABLE) -> None:
 
 
 def _order(rng: random.Random, i: int) -> dict[str, Any]:
-    lines = [
+    lines: list[dict[str, Any]] = [
         {"sku": rng.choice(SKUS), "qty": Decimal(rng.randint(1, 4)), "price": Decimal(rng.randint(100, 9999)) / 100}
         for _ in range(rng.randint(1, 3))
     ]

@@ -47,7 +47,7 @@ class Stats:
     deadletters: int = 0
     retries: int = 0
     flushes: int = 0
-    sink_seconds: Counter[str] = field(default_factory=Counter)
+    sink_seconds: dict[str, float] = field(default_factory=dict)
     last_created_at: float | None = None  # ApproximateCreationDateTime of the newest record
 
 
@@ -164,7 +164,8 @@ class Pipeline:
             except Exception as exc:
                 raise StopProcessing(f"{sink.name}: flush failed: {exc}") from exc
             finally:
-                self.stats.sink_seconds[sink.name] += self.clock() - started
+                secs = self.stats.sink_seconds
+                secs[sink.name] = secs.get(sink.name, 0.0) + self.clock() - started
             for err in rejected:
                 err.sink = err.sink or sink.name
                 self._park(err)

@@ -121,6 +121,11 @@ class StreamRecord:
     def has_new(self, name: str) -> bool:
         return bool(self._new) and name in self._new  # type: ignore[operator]
 
+    def attribute_names(self, *, new: bool) -> list[str]:
+        """Top-level attribute names of the new (or old) image, without decoding values."""
+        image = self._new if new else self._old
+        return list(image) if image else []
+
     def changed_attributes(self) -> list[str]:
         """Top-level attribute names whose raw values differ between the images.
 

@@ -1,0 +1,1 @@
+"""``worker daemon``'s parts: KCL properties, the launcher process, the health/metrics endpoint."""

@@ -1,0 +1,281 @@
+"""DynamoDB I/O of the aggregates sink: the row layout, reads, conditional writes, tables.
+
+The layout and the reasoning behind the conditions are documented in
+:mod:`worker.sinks.aggregates`; this module turns one planned row write into
+one ``UpdateItem`` and maps every failure to one action (retry, stop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+
+from worker.attributes import decode_item, decode_value, encode_value
+from worker.errors import FatalError, RetryableError
+from worker.sinks.aggregates_spec import number_text
+
+PK, SK, GROUP, COUNT, HWM, UPDATED = "pk", "sk", "group", "count", "hwm", "updated_at"
+SEQ_WIDTH = 40  # stream sequence numbers have 21-40 digits: compared as fixed-width text
+BATCH_GET_MAX = 100
+
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "LimitExceededException",
+        "TransactionInProgressException",
+    }
+)
+CONDITION_FAILED = "ConditionalCheckFailedException"
+
+RowId = tuple[str, str, str]  # (table, pk, sk)
+
+
+def padded(sequence: int) -> str:
+    return f"{sequence:0{SEQ_WIDTH}d}"
+
+
+def hwm_entry(sequence: int, at: float) -> str:
+    """``<40-digit sequence>@<epoch seconds>``: compares like the sequence against a bare padded one.
+
+    For an equal sequence the entry is longer than the bare text, hence greater:
+    ``entry < padded(first)`` holds exactly when the applied sequence is below ``first``.
+    """
+    return f"{padded(sequence)}@{int(at)}"
+
+
+def parse_entry(entry: str) -> tuple[int, float]:
+    seq, _, at = entry.partition("@")
+    return int(seq), float(at or 0)
+
+
+@dataclass(frozen=True)
+class RowState:
+    """What the sink knows of one row: whether it exists and its high-water marks."""
+
+    exists: bool
+    hwm: Mapping[str, str] = field(default_factory=dict)  # shard -> hwm_entry
+
+    def applied(self, shard: str) -> int | None:
+        """The last sequence of ``shard`` applied to this row (``None``: none known)."""
+        entry = self.hwm.get(shard)
+        return parse_entry(entry)[0] if entry is not None else None
+
+    def stale(self, now: float, keep_seconds: float, keep: Iterable[str]) -> list[str]:
+        """Shards whose marks were last written more than ``keep_seconds`` ago (prunable)."""
+        kept = set(keep)
+        return sorted(s for s, e in self.hwm.items() if s not in kept and parse_entry(e)[1] < now - keep_seconds)
+
+
+ABSENT = RowState(False)
+
+
+def state_of(attributes: Mapping[str, Any] | None) -> RowState:
+    """A row's state from an item as DynamoDB returned it (``None``: no such row)."""
+    if attributes is None:
+        return ABSENT
+    raw = attributes.get(HWM)
+    hwm = decode_value(raw) if raw is not None else {}
+    return RowState(True, {str(k): str(v) for k, v in (hwm or {}).items()})
+
+
+@dataclass(frozen=True)
+class RowWrite:
+    """One planned write: add ``deltas`` and raise each shard's mark, if nobody did first.
+
+    ``marks`` maps a shard to ``(first, last)``: the lowest and highest sequence
+    of that shard in this write. ``prune`` lists stale shards to drop.
+    """
+
+    table: str
+    pk: str
+    sk: str
+    group: Mapping[str, Any]
+    deltas: Sequence[tuple[str, Decimal]]  # (attribute, delta), count first
+    marks: Mapping[str, tuple[int, int]]
+    create: bool  # the row did not exist when read
+    prune: Sequence[str] = ()
+
+    def request(self, now: float) -> dict[str, Any]:
+        """The ``UpdateItem`` arguments."""
+        names: dict[str, str] = {"#hwm": HWM, "#upd": UPDATED}
+        values: dict[str, Any] = {":upd": {"S": datetime.fromtimestamp(int(now), UTC).isoformat()}}
+        sets = ["#upd = :upd"]
+        adds: list[str] = []
+        removes: list[str] = []
+        for i, (attr, delta) in enumerate(self.deltas):
+            if delta.is_zero() and not self.create:
+                continue  # an existing row already has the attribute; a new one gets its 0
+            names[f"#a{i}"] = attr
+            values[f":a{i}"] = {"N": number_text(delta)}
+            adds.append(f"#a{i} :a{i}")
+        if self.create:
+            names["#pk"] = PK
+            names["#grp"] = GROUP
+            values[":grp"] = encode_value(dict(self.group))
+            values[":hwm"] = {"M": {s: {"S": hwm_entry(last, now)} for s, (_, last) in self.marks.items()}}
+            sets += ["#grp = :grp", "#hwm = :hwm"]
+            condition = "attribute_not_exists(#pk)"
+        else:
+            parts = ["attribute_exists(#hwm)"]
+            for i, (shard, (first, last)) in enumerate(sorted(self.marks.items())):
+                names[f"#s{i}"] = shard
+                values[f":s{i}"] = {"S": hwm_entry(last, now)}
+                values[f":f{i}"] = {"S": padded(first)}
+                sets.append(f"#hwm.#s{i} = :s{i}")
+                parts.append(f"(attribute_not_exists(#hwm.#s{i}) OR #hwm.#s{i} < :f{i})")
+            for i, shard in enumerate(self.prune):
+                names[f"#x{i}"] = shard
+                removes.append(f"#hwm.#x{i}")
+            condition = " AND ".join(parts)
+        expression = "SET " + ", ".join(sets)
+        if adds:
+            expression += " ADD " + ", ".join(adds)
+        if removes:
+            expression += " REMOVE " + ", ".join(removes)
+        return {
+            "TableName": self.table,
+            "Key": {PK: {"S": self.pk}, SK: {"S": self.sk}},
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
+        }
+
+
+# -- calls ----------------------------------------------------------------------------------------
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def classify(exc: Exception, what: str) -> Exception:
+    """The worker error for a failed DynamoDB call: retry transient ones, stop on the rest."""
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in RETRYABLE_CODES or status >= 500:
+            return RetryableError(f"{what}: {code or status}: {exc}")
+        if code == "ResourceNotFoundException":
+            return FatalError(f"{what}: table not found (create it, or run locally with provisioning): {exc}")
+        return FatalError(f"{what}: {code}: {exc}")
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return RetryableError(f"{what}: connection failed: {exc}")
+    if isinstance(exc, BotoCoreError):
+        return FatalError(f"{what}: {exc}")
+    return exc
+
+
+def write(client: Any, row: RowWrite, now: float) -> RowState | None:
+    """Apply one row write; its new state, or ``None`` when the condition failed (someone was first)."""
+    try:
+        resp = client.update_item(**row.request(now))
+    except ClientError as exc:
+        if error_code(exc) == CONDITION_FAILED:
+            return None
+        raise classify(exc, f"UpdateItem {row.table} {row.pk} {row.sk}") from exc
+    except BotoCoreError as exc:
+        raise classify(exc, f"UpdateItem {row.table} {row.pk} {row.sk}") from exc
+    return state_of(resp.get("Attributes"))
+
+
+def read_states(client: Any, rows: Sequence[RowId], attempts: int = 4) -> dict[RowId, RowState]:
+    """Strongly consistent reads of rows' marks (BatchGetItem, 100 keys a call)."""
+    out: dict[RowId, RowState] = {}
+    for start in range(0, len(rows), BATCH_GET_MAX):
+        chunk = rows[start : start + BATCH_GET_MAX]
+        request: dict[str, Any] = {}
+        for table, pk, sk in chunk:
+            entry = request.setdefault(
+                table,
+                {"Keys": [], "ConsistentRead": True, "ProjectionExpression": "#pk, #sk, #hwm"},
+            )
+            entry["ExpressionAttributeNames"] = {"#pk": PK, "#sk": SK, "#hwm": HWM}
+            entry["Keys"].append({PK: {"S": pk}, SK: {"S": sk}})
+        for _ in range(attempts):
+            try:
+                resp = client.batch_get_item(RequestItems=request)
+            except (ClientError, BotoCoreError) as exc:
+                raise classify(exc, "BatchGetItem") from exc
+            for table, items in resp.get("Responses", {}).items():
+                for item in items:
+                    out[(table, item[PK]["S"], item[SK]["S"])] = state_of(item)
+            request = resp.get("UnprocessedKeys") or {}
+            if not request:
+                break
+        else:
+            raise RetryableError(f"BatchGetItem: keys still unprocessed after {attempts} attempts")
+        for row in chunk:
+            out.setdefault(row, ABSENT)
+    return out
+
+
+def query_rows(client: Any, table: str, pk: str) -> list[dict[str, Any]]:
+    """Every row of one aggregate, decoded, in sort-key order."""
+    rows: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "#pk = :pk",
+        "ExpressionAttributeNames": {"#pk": PK},
+        "ExpressionAttributeValues": {":pk": {"S": pk}},
+        "ConsistentRead": True,
+    }
+    while True:
+        try:
+            resp = client.query(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise classify(exc, f"Query {table} {pk}") from exc
+        rows.extend(decode_item(item, table) for item in resp.get("Items", []))
+        last = resp.get("LastEvaluatedKey")
+        if not last:
+            return rows
+        kwargs["ExclusiveStartKey"] = last
+
+
+def ensure_table(client: Any, table: str, *, create: bool) -> None:
+    """Check that ``table`` exists with the layout's keys; create it when ``create`` (local runs)."""
+    try:
+        desc = client.describe_table(TableName=table)["Table"]
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise classify(exc, f"DescribeTable {table}") from exc
+        if not create:
+            raise FatalError(f"aggregate table {table!r} does not exist (see worker.sinks.aggregates)") from exc
+        _create_table(client, table)
+        return
+    except BotoCoreError as exc:
+        raise classify(exc, f"DescribeTable {table}") from exc
+    keys = {k["AttributeName"]: k["KeyType"] for k in desc.get("KeySchema", [])}
+    if keys != {PK: "HASH", SK: "RANGE"}:
+        raise FatalError(f"aggregate table {table!r} must have keys pk (HASH, S) and sk (RANGE, S), has {keys}")
+
+
+def _create_table(client: Any, table: str) -> None:
+    try:
+        client.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": PK, "KeyType": "HASH"}, {"AttributeName": SK, "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": PK, "AttributeType": "S"},
+                {"AttributeName": SK, "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    except ClientError as exc:
+        if error_code(exc) != "ResourceInUseException":  # created meanwhile by someone else
+            raise classify(exc, f"CreateTable {table}") from exc
+    client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})

@@ -1,0 +1,289 @@
+"""The archive sink: every raw stream record, losslessly, as gzip JSON Lines in S3.
+
+Layout and line format: :mod:`worker.sources.archive`. Every change is
+archived (no-ops and TTL expirations too), as the record was delivered.
+
+Durability (the checkpoint never passes a record whose object is not durable):
+``flush()`` writes every buffered record before it returns, so an object that
+is still *open* (not rotated yet) is written as it is so far; the next flush
+rewrites the same key with the records added since. Each rewrite appends one
+gzip member to the bytes already written (no recompression), so an open object
+costs one PUT of its current size per flush: rotation (``max_records``,
+``max_bytes`` of uncompressed JSON, ``max_age_seconds``) bounds that write
+amplification; the objects are as large as rotation allows, however small
+the KCL batches are.
+
+Idempotence and conflicts: names are deterministic (table, hour, shard, first
+sequence number), so a retried flush or a redelivered batch with the same
+boundaries rewrites its own object. **An object's records only ever grow**:
+the first write of a name is conditional on its absence (``If-None-Match: *``)
+and each rewrite on the version this sink wrote last (``If-Match: <etag>``).
+When either fails (a crash and restart from an older checkpoint, a retried
+PUT whose answer was lost, a zombie owner of the lease still flushing), the
+sink reads the object, merges it with its own records (union by sequence
+number) and writes the union conditionally again. So no interleaving of
+writers can drop an acknowledged record. Redeliveries with other batch
+boundaries start objects at other sequence numbers and so overlap older
+objects: readers remove duplicates by (shard, sequence number).
+
+``conditional_writes = false`` (for S3-compatible stores without them) falls
+back to plain overwrites: still correct when one writer owns a shard at a
+time, but a zombie could then replace an object with fewer records.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+
+from worker.diff import Change
+from worker.errors import FatalError, RecordError, RetryableError
+from worker.sources.archive import (
+    ObjectName,
+    classify,
+    encode_line,
+    error_code,
+    gunzip,
+    hour_of,
+    read_all,
+    stream_of,
+)
+
+_CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
+_MISSING = {"NoSuchKey", "404"}
+_MERGE_ATTEMPTS = 5
+
+
+@dataclass
+class _Object:
+    """One open object: what is durable (``body``, gzip members) and what is not (``pending``)."""
+
+    name: ObjectName
+    key: str
+    opened: float
+    body: bytes = b""
+    etag: str | None = None  # of our last write; None: never written by us
+    records: int = 0  # durable, in body
+    size: int = 0  # uncompressed bytes, durable and pending
+    last: int = -1  # highest sequence number added
+    pending: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+class ArchiveSink:
+    """Buffers records per (table, hour, shard) object; ``flush`` makes them durable in S3."""
+
+    name = "archive"
+
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        prefix: str,
+        *,
+        table: str,
+        max_records: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_age_seconds: float = 300.0,
+        conditional_writes: bool = True,
+        compress_level: int = 6,
+        clock: Callable[[], float] = time.monotonic,
+        log: Any = None,
+    ) -> None:
+        self.s3, self.bucket, self.prefix, self.table = s3, bucket, prefix, table
+        self.max_records, self.max_bytes, self.max_age = max_records, max_bytes, max_age_seconds
+        self.conditional = conditional_writes
+        self.level = compress_level
+        self.clock = clock
+        self.log = log or structlog.get_logger("worker.sinks.archive")
+        self.open: dict[tuple[str, str, Any], _Object] = {}  # (table, stream, hour) -> object
+        self.closing: list[_Object] = []  # rotated, with records not yet written
+        self.puts = 0
+        self.merges = 0
+
+    # -- Sink ----------------------------------------------------------------------
+
+    def add(self, change: Change) -> None:
+        record = change.record
+        table = record.table or self.table
+        line = encode_line(record, table)
+        stream = stream_of(record)
+        hour = hour_of(record.created_at)
+        slot = (table, stream, hour)
+        obj = self.open.get(slot)
+        seq = record.sequence
+        if obj is not None and self._must_rotate(obj, seq, len(line)):
+            del self.open[slot]
+            if obj.pending:
+                self.closing.append(obj)
+            obj = None
+        if obj is None:
+            name = ObjectName(table, hour, stream, seq)
+            obj = _Object(name, name.key(self.prefix), self.clock())
+            self.open[slot] = obj
+        obj.pending.append((seq, line))
+        obj.size += len(line) + 1
+        obj.last = seq
+
+    def _must_rotate(self, obj: _Object, seq: int, size: int) -> bool:
+        if seq <= obj.last:
+            # Only after a redelivery inside one sink (the stream itself is ordered):
+            # a new object keeps every object's records above its name's sequence.
+            return True
+        count = obj.records + len(obj.pending)
+        return (
+            count >= self.max_records
+            or obj.size + size + 1 > self.max_bytes
+            or self.clock() - obj.opened >= self.max_age
+        )
+
+    def flush(self) -> Sequence[RecordError]:
+        """Write every object with pending records (rotated ones first), then close aged ones.
+
+        On a RetryableError the objects already written keep their new state and
+        the rest keep their pending records: calling flush again finishes the job.
+        """
+        while self.closing:
+            self._write(self.closing[0])
+            self.closing.pop(0)
+        for obj in list(self.open.values()):
+            if obj.pending:
+                self._write(obj)
+        now = self.clock()
+        for slot, obj in list(self.open.items()):
+            if now - obj.opened >= self.max_age:
+                del self.open[slot]
+        return ()
+
+    def close(self) -> None:
+        self.open.clear()
+        self.closing.clear()
+
+    def report(self) -> Any:
+        """What the archive holds under the prefix: objects and unique records."""
+        objects, records, _ = read_all(self.s3, self.bucket, self.prefix)
+        return {"objects": objects, "records": len(records)}
+
+    # -- writing -------------------------------------------------------------------
+
+    def _write(self, obj: _Object) -> None:
+        lines = b"".join(line + b"\n" for _, line in obj.pending)
+        body = obj.body + gzip.compress(lines, compresslevel=self.level, mtime=0)
+        etag = self._put(obj.key, body, obj.etag)
+        count = obj.records + len(obj.pending)
+        if etag is None:  # someone else wrote this name: merge with what is there
+            body, etag, count = self._merge(obj)
+        obj.body, obj.etag, obj.records = body, etag, count
+        obj.pending.clear()
+
+    def _put(self, key: str, body: bytes, etag: str | None) -> str | None:
+        """PUT conditionally; the new ETag, or ``None`` when the condition failed."""
+        # No Content-Encoding: the object *is* a .gz file; HTTP clients must not unpack it on the way.
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": body, "ContentType": "application/gzip"}
+        if self.conditional:
+            if etag is None:
+                kwargs["IfNoneMatch"] = "*"
+            else:
+                kwargs["IfMatch"] = etag
+        try:
+            resp = self.s3.put_object(**kwargs)
+        except Exception as exc:
+            code = error_code(exc)
+            if code in _CONFLICT or (etag is not None and code in _MISSING):
+                return None
+            raise classify(exc, f"archive: put s3://{self.bucket}/{key}") from exc
+        self.puts += 1
+        return str(resp.get("ETag", ""))
+
+    def _merge(self, obj: _Object) -> tuple[bytes, str, int]:
+        """Union of the object in S3 and ours (durable and pending), written on the version read.
+
+        Returns the body now in S3, its ETag and its record count.
+        """
+        mine = dict(_lines(obj.body, obj.key))
+        mine.update(obj.pending)
+        for _ in range(_MERGE_ATTEMPTS):
+            data, etag = self._get(obj.key)
+            theirs = dict(_lines(data, obj.key)) if etag is not None else {}
+            if etag is not None and mine.keys() <= theirs.keys():
+                self.log.info("archive object already holds these records", key=obj.key, records=len(theirs))
+                return data, etag, len(theirs)
+            union = {**theirs, **mine}
+            lines = b"".join(line + b"\n" for _, line in sorted(union.items()))
+            body = gzip.compress(lines, compresslevel=self.level, mtime=0)
+            new = self._put(obj.key, body, etag)
+            if new is not None:
+                self.merges += 1
+                self.log.warning(
+                    "archive object merged with another writer's version",
+                    key=obj.key,
+                    theirs=len(theirs),
+                    ours=len(mine),
+                    union=len(union),
+                )
+                return body, new, len(union)
+        raise RetryableError(f"archive: s3://{self.bucket}/{obj.key} keeps changing under concurrent writers")
+
+    def _get(self, key: str) -> tuple[bytes, str | None]:
+        """The object's bytes and ETag; ``(b"", None)`` when it does not exist."""
+        try:
+            resp = self.s3.get_object(Bucket=self.bucket, Key=key)
+            return resp["Body"].read(), str(resp["ETag"])
+        except Exception as exc:
+            if error_code(exc) in _MISSING:
+                return b"", None
+            raise classify(exc, f"archive: get s3://{self.bucket}/{key}") from exc
+
+
+def _lines(body: bytes, key: str) -> list[tuple[int, bytes]]:
+    """(sequence, line) of an archive object's bytes; a damaged object stops the worker.
+
+    Never overwrite what cannot be read: the operator must look at it first.
+    """
+    if not body:
+        return []
+    text, damage = gunzip(body)
+    if damage:
+        raise FatalError(f"archive: {key} is damaged ({damage}); refusing to overwrite it")
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line:
+            continue
+        try:
+            seq = int(orjson.loads(line)["record"]["dynamodb"]["SequenceNumber"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise FatalError(f"archive: {key}:{n} is not an archive line; refusing to overwrite the object") from None
+        out.append((seq, line))
+    return out
+
+
+def create(cfg: Any, *, provision: bool = False, s3: Any = None, clock: Callable[[], float] | None = None) -> ArchiveSink:
+    """The sink of ``[archive]``; ``provision`` creates the bucket (local runs, tests)."""
+    a = cfg.archive
+    if a is None:
+        raise FatalError("archive: no [archive] section")
+    if s3 is None:
+        from worker.aws import client
+
+        s3 = client(cfg, "s3")
+    if provision:
+        from worker.app import ensure_bucket
+
+        ensure_bucket(s3, a.bucket)
+    return ArchiveSink(
+        s3,
+        a.bucket,
+        a.prefix,
+        table=cfg.worker.table,
+        max_records=a.max_records,
+        max_bytes=a.max_bytes,
+        max_age_seconds=a.max_age_seconds,
+        conditional_writes=a.conditional_writes,
+        compress_level=a.compress_level,
+        clock=clock or time.monotonic,
+    )

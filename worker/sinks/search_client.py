@@ -1,0 +1,254 @@
+"""HTTP to OpenSearch for the search sink: one ``requests`` session, orjson bodies.
+
+Why not opensearch-py's client: the sink needs five endpoints (``_bulk``,
+``_mget``, index creation, refresh, scroll) with raw NDJSON bytes in and the
+per-item results out; the client's JSON layer (stdlib ``json``) would re-encode
+bodies the sink already encoded with orjson. opensearch-py still does the part
+that matters for AWS: its SigV4 signer (``RequestsAWSV4SignerAuth``) plugs into
+the session, for Amazon OpenSearch Service (``es``) and Serverless (``aoss``).
+
+Errors, each with one action (see :mod:`worker.errors`):
+
+* connection errors, timeouts, HTTP 429 and 5xx → :class:`RetryableError`
+  (``retry_after`` from the ``Retry-After`` header);
+* HTTP 413 on a bulk request → :class:`RequestTooLarge` (the sink splits it);
+* other unexpected statuses (401, 403, 404 on an index, ...) →
+  :class:`FatalError`: retrying cannot help and nothing may be acknowledged.
+
+Per-item bulk results are returned as they are; the sink classifies them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from worker.config import SearchSection
+from worker.errors import ConfigError, FatalError, RetryableError
+
+NDJSON = "application/x-ndjson"
+JSON = "application/json"
+
+# Response trimming: the sink needs statuses and errors, not shard counts.
+BULK_FILTER = "errors,items.*.status,items.*.error.type,items.*.error.reason,items.*.error.caused_by"
+MGET_FILTER = "docs._id,docs.found,docs._seq_no,docs._primary_term,docs._source,docs.error"
+
+
+class RequestTooLarge(RetryableError):
+    """HTTP 413: the request exceeds the cluster's (or service's) size limit."""
+
+
+class SearchClient:
+    """The endpoints the search sink uses, against one base URL.
+
+    ``calls`` counts requests by endpoint (benchmarks and tests read it).
+    """
+
+    def __init__(self, url: str, session: requests.Session, *, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.session = session
+        self.timeout = timeout
+        self.calls: Counter[str] = Counter()
+
+    # -- transport -------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        content_type: str = JSON,
+        expect: Sequence[int] = (200, 201),
+        what: str = "",
+    ) -> tuple[int, Any]:
+        """Send one request; returns ``(status, parsed body)`` for statuses in ``expect``."""
+        what = what or f"{method} {path}"
+        self.calls[what.split(" ", 1)[0]] += 1
+        headers = {"Content-Type": content_type} if body is not None else {}
+        try:
+            resp = self.session.request(
+                method, self.url + path, data=body, params=params, headers=headers, timeout=self.timeout
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise RetryableError(f"search: {what}: {type(exc).__name__}: {exc}") from exc
+        except requests.RequestException as exc:
+            raise FatalError(f"search: {what}: {exc}") from exc
+        status = resp.status_code
+        content = resp.content
+        if status in expect:
+            return status, (orjson.loads(content) if content else None)
+        detail = _error_text(content)
+        if status == 413:
+            raise RequestTooLarge(f"search: {what}: 413 request too large ({len(body or b'')} bytes)")
+        if status == 429 or status >= 500:
+            raise RetryableError(f"search: {what}: {status} {detail}", retry_after=_retry_after(resp))
+        raise FatalError(f"search: {what}: {status} {detail}")
+
+    # -- endpoints -------------------------------------------------------------------
+
+    def index_exists(self, index: str) -> bool:
+        """True when ``index`` names an index or an alias."""
+        status, _ = self.request("HEAD", f"/{_path(index)}", expect=(200, 404), what="exists")
+        return status == 200
+
+    def create_index(self, index: str, body: Mapping[str, Any]) -> bool:
+        """Create ``index``; False when it already existed (another worker won the race)."""
+        status, resp = self.request(
+            "PUT", f"/{_path(index)}", orjson.dumps(body), expect=(200, 201, 400), what="create-index"
+        )
+        if status == 400:
+            if _error_type(resp) == "resource_already_exists_exception":
+                return False
+            raise FatalError(f"search: creating index {index!r}: {_error_text(orjson.dumps(resp))}")
+        return True
+
+    def put_index_template(self, name: str, body: Mapping[str, Any]) -> None:
+        self.request("PUT", f"/_index_template/{_path(name)}", orjson.dumps(body), what="put-template")
+
+    def mget(self, index: str, ids: Sequence[str], source_includes: str) -> list[dict[str, Any]]:
+        """The current state of ``ids`` (in order): ``found``, ``_seq_no``, ``_primary_term``, ``_source``."""
+        _, resp = self.request(
+            "POST",
+            f"/{_path(index)}/_mget",
+            orjson.dumps({"ids": list(ids)}),
+            params={"_source_includes": source_includes, "filter_path": MGET_FILTER},
+            what="mget",
+        )
+        docs: list[dict[str, Any]] = (resp or {}).get("docs", [])
+        if len(docs) != len(ids):
+            raise FatalError(f"search: mget returned {len(docs)} documents for {len(ids)} ids")
+        for doc in docs:
+            err = doc.get("error")
+            if err is not None:
+                # index_not_found and friends: not a per-record problem; retrying may help
+                # (an index being re-created), exhausted retries stop the worker.
+                raise RetryableError(f"search: mget {index!r}: {_error_type(err)}: {_reason(err)}")
+        return docs
+
+    def bulk(self, body: bytes, actions: int) -> list[dict[str, Any]]:
+        """Send NDJSON ``body`` of ``actions`` actions; the per-item results, in order."""
+        _, resp = self.request(
+            "POST", "/_bulk", body, params={"filter_path": BULK_FILTER}, content_type=NDJSON, what="bulk"
+        )
+        raw = (resp or {}).get("items", [])
+        if len(raw) != actions:
+            raise FatalError(f"search: bulk returned {len(raw)} results for {actions} actions")
+        return [next(iter(item.values())) for item in raw]
+
+    def refresh(self, index: str) -> None:
+        self.request("POST", f"/{_path(index)}/_refresh", what="refresh")
+
+    def scan(self, index: str, query: Mapping[str, Any], page: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every hit of ``query`` (scroll in index order)."""
+        body = orjson.dumps({"size": page, "sort": ["_doc"], "query": query})
+        _, resp = self.request("POST", f"/{_path(index)}/_search", body, params={"scroll": "1m"}, what="search")
+        scroll_id = resp.get("_scroll_id")
+        try:
+            while True:
+                hits = resp["hits"]["hits"]
+                yield from hits
+                if len(hits) < page or not scroll_id:
+                    return
+                nxt = orjson.dumps({"scroll": "1m", "scroll_id": scroll_id})
+                _, resp = self.request("POST", "/_search/scroll", nxt, what="scroll")
+                scroll_id = resp.get("_scroll_id", scroll_id)
+        finally:
+            if scroll_id:
+                try:
+                    self.request(
+                        "DELETE", "/_search/scroll", orjson.dumps({"scroll_id": [scroll_id]}), expect=(200, 404)
+                    )
+                except RetryableError:
+                    pass  # the scroll expires on its own
+
+    def close(self) -> None:
+        self.session.close()
+
+
+# -- construction -----------------------------------------------------------------------
+
+
+def split_url(url: str) -> tuple[str, str, str]:
+    """``https://user:pass@host:9200/`` → (``https://host:9200``, user, password)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("search.url", f"must be an http(s) URL, got {url!r}")
+    netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    return base, unquote(parts.username or ""), unquote(parts.password or "")
+
+
+def make_session(section: SearchSection, region: str, *, credentials: Any = None) -> tuple[str, requests.Session]:
+    """The base URL and an authenticated session for ``section``.
+
+    ``auth = "none"`` still honours credentials in the URL (basic auth).
+    ``sigv4`` signs with the default boto3 credential chain unless
+    ``credentials`` (a botocore credentials object) is given.
+    """
+    base, url_user, url_password = split_url(section.url)
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=8, max_retries=0)  # retries: the pipeline's
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.verify = section.ca_certs or section.verify_tls
+    session.trust_env = False  # no proxies or netrc picked up behind the configuration's back
+    if section.auth == "basic":
+        session.auth = (section.username, section.password)
+    elif section.auth == "sigv4":
+        from opensearchpy import RequestsAWSV4SignerAuth
+
+        if credentials is None:
+            import boto3
+
+            credentials = boto3.Session().get_credentials()
+        if credentials is None:
+            raise ConfigError("search.auth", "sigv4 needs AWS credentials and none were found")
+        session.auth = RequestsAWSV4SignerAuth(credentials, section.region or region, section.sigv4_service)
+    elif url_user:
+        session.auth = (url_user, url_password)
+    return base, session
+
+
+def _path(name: str) -> str:
+    return quote(name, safe="")
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _error_text(content: bytes) -> str:
+    try:
+        obj = orjson.loads(content) if content else None
+    except orjson.JSONDecodeError:
+        return content[:300].decode("utf-8", "replace")
+    err = obj.get("error", obj) if isinstance(obj, dict) else obj
+    if isinstance(err, dict):
+        return f"{err.get('type')}: {err.get('reason')}"
+    return str(err)[:300]
+
+
+def _error_type(obj: Any) -> str:
+    if isinstance(obj, dict):
+        err = obj.get("error", obj)
+        if isinstance(err, dict):
+            return str(err.get("type", ""))
+    return ""
+
+
+def _reason(err: Any) -> str:
+    return str(err.get("reason", "")) if isinstance(err, dict) else str(err)
