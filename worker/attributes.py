@@ -18,6 +18,11 @@ BS     ``frozenset[bytes]``
 A binary value is base64 when it is text and raw when it is ``bytes``; the two
 never collide, so one decoder serves every shape. Errors raise
 :class:`~worker.errors.RecordError` naming the attribute path at fault.
+
+Decoding runs twice only for bad input: a fast decoder (:func:`_fast`, no paths,
+exact JSON types) handles well-formed values, and anything it does not accept is
+decoded again by the checking decoder, which returns the same value (for other
+mapping or sequence types) or raises the error with its path.
 """
 
 from __future__ import annotations
@@ -78,13 +83,13 @@ def _null(v: Any, path: str) -> None:
 def _map(v: Any, path: str) -> dict[str, Value]:
     if not isinstance(v, Mapping):
         raise RecordError(f"M must be an object, got {type(v).__name__}", field=path)
-    return {k: decode_value(av, f"{path}.{k}") for k, av in v.items()}
+    return {k: _checked(av, f"{path}.{k}") for k, av in v.items()}
 
 
 def _list(v: Any, path: str) -> list[Value]:
     if not isinstance(v, list | tuple):
         raise RecordError(f"L must be an array, got {type(v).__name__}", field=path)
-    return [decode_value(av, f"{path}[{i}]") for i, av in enumerate(v)]
+    return [_checked(av, f"{path}[{i}]") for i, av in enumerate(v)]
 
 
 def _set(elem: Callable[[Any, str], Value], tag: str) -> Callable[[Any, str], frozenset[Any]]:
@@ -112,6 +117,13 @@ _DECODERS: dict[str, Callable[[Any, str], Value]] = {
 
 def decode_value(av: Any, path: str = "") -> Value:
     """Decode one AttributeValue (``{"S": "x"}``) into a Python value."""
+    try:
+        return _fast(av)
+    except Exception:  # not for the fast decoder: decode again, checking, to raise with the path
+        return _checked(av, path)
+
+
+def _checked(av: Any, path: str) -> Value:
     if type(av) is not dict and not isinstance(av, Mapping):
         raise RecordError(f"attribute value must be an object, got {type(av).__name__}", field=path)
     if len(av) != 1:
@@ -128,7 +140,118 @@ def decode_item(wire: Any, path: str) -> Item:
     """Decode a whole image (``{"name": {"S": "x"}, ...}``); ``{}`` is an empty item."""
     if not isinstance(wire, Mapping):
         raise RecordError(f"image must be an object, got {type(wire).__name__}", field=path)
-    return {k: decode_value(av, f"{path}.{k}") for k, av in wire.items()}
+    try:
+        return {k: _fast(av) for k, av in wire.items()}
+    except Exception:  # see decode_value
+        return {k: _checked(av, f"{path}.{k}") for k, av in wire.items()}
+
+
+Compare = Callable[[Value, Value, str, list[str]], None]
+
+
+def walk_raw(old: Any, new: Any, path: str, out: list[str], compare: Compare, fields: tuple[str, str]) -> None:
+    """Append to ``out`` the paths where two raw AttributeValues differ, decoding only what differs.
+
+    Equal raw values are equal decoded values, so they are skipped undecoded;
+    two maps or two lists are descended in step (paths ``a.b``, ``a[1]``, the
+    same order as a walk of the decoded values); anything else that differs is
+    decoded and handed to ``compare`` (the diff's walk of decoded values).
+    ``fields`` are the old and new images' error paths (``dynamodb.OldImage``).
+    """
+    if old == new:
+        return
+    if type(old) is dict and type(new) is dict and len(old) == 1 and len(new) == 1:
+        ((tag, ov),) = old.items()
+        ((new_tag, nv),) = new.items()
+        # The common cases, decided without decoding; anything else (other tags,
+        # malformed values) is decoded below, where errors get their path.
+        if tag != new_tag:
+            pass
+        elif tag == "S":  # two different strings
+            if type(ov) is str and type(nv) is str:
+                out.append(path)
+                return
+        elif tag == "BOOL":
+            if type(ov) is bool and type(nv) is bool:
+                out.append(path)
+                return
+        elif tag == "N":  # numbers differ by value, not by text ("1" equals "1.0")
+            if type(ov) is str and type(nv) is str:
+                try:
+                    a, b = Decimal(ov), Decimal(nv)
+                except ArithmeticError:  # decimal.InvalidOperation
+                    pass
+                else:
+                    if a.is_finite() and b.is_finite():
+                        if a != b:
+                            out.append(path)
+                        return
+        elif tag == "M":
+            if type(ov) is dict and type(nv) is dict:
+                for k, v in nv.items():
+                    sub = f"{path}.{k}"
+                    if k in ov:
+                        walk_raw(ov[k], v, sub, out, compare, fields)
+                    else:
+                        out.append(sub)
+                out.extend(f"{path}.{k}" for k in ov if k not in nv)
+                return
+        elif tag == "L" and type(ov) is list and type(nv) is list:
+            common = min(len(ov), len(nv))
+            for i in range(common):
+                walk_raw(ov[i], nv[i], f"{path}[{i}]", out, compare, fields)
+            out.extend(f"{path}[{i}]" for i in range(common, max(len(ov), len(nv))))
+            return
+    compare(decode_value(old, f"{fields[0]}.{path}"), decode_value(new, f"{fields[1]}.{path}"), path, out)
+
+
+class _NotFast(Exception):
+    """The fast decoder declines; the checking decoder decides."""
+
+
+def _fast(av: Any) -> Value:
+    """Decode a well-formed AttributeValue made of JSON types; raise on anything else.
+
+    Accepts a subset of what :func:`_checked` accepts and returns the same
+    values for it; every refusal (any exception) sends the value to ``_checked``.
+    """
+    if type(av) is not dict or len(av) != 1:
+        raise _NotFast
+    for tag, v in av.items():
+        if tag == "S":
+            if type(v) is str:
+                return v
+        elif tag == "N":
+            if type(v) is str:
+                d = Decimal(v)
+                if d.is_finite():
+                    return d
+        elif tag == "M":
+            if type(v) is dict:
+                return {k: _fast(x) for k, x in v.items()}
+        elif tag == "L":
+            if type(v) is list:
+                return [_fast(x) for x in v]
+        elif tag == "BOOL":
+            if v is True or v is False:
+                return v
+        elif tag == "NULL":
+            if v is True:
+                return None
+        elif tag == "SS":
+            if type(v) is list and all(type(x) is str for x in v):
+                return frozenset(v)
+        elif tag == "NS":
+            if type(v) is list and all(type(x) is str for x in v):
+                numbers = frozenset(map(Decimal, v))
+                if all(d.is_finite() for d in numbers):
+                    return numbers
+        elif tag == "B":
+            return _binary(v, "")
+        elif tag == "BS":
+            if type(v) is list:
+                return frozenset(_binary(x, "") for x in v)
+    raise _NotFast
 
 
 # -- encoding (tests, fixture conversion, benchmarks) -------------------------------

@@ -20,6 +20,7 @@ COMMANDS = [
     "kcl",
     "daemon",
     "checkpoints",
+    "replay",
 ]
 
 

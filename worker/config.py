@@ -97,14 +97,10 @@ class AggregateSection:
     def validate(self, prefix: str) -> None:
         if not self.name:
             raise ConfigError(f"{prefix}.name", "must not be empty")
-        if not self.group_by:
-            raise ConfigError(f"{prefix}.group_by", "needs at least one attribute path")
-        if not self.metrics:
-            raise ConfigError(f"{prefix}.metrics", "needs at least one metric")
-        for metric, spec in self.metrics.items():
-            s = spec.replace(" ", "")
-            if not (s == "count" or (s.startswith("sum(") and s.endswith(")") and len(s) > 5)):
-                raise ConfigError(f"{prefix}.metrics.{metric}", f"must be 'count' or 'sum(attribute)', got {spec!r}")
+        # Paths, metrics, the where filter and reserved names: one definition, shared with the sink.
+        from worker.sinks.aggregates_spec import compile_aggregate
+
+        compile_aggregate(self, prefix)
 
 
 @dataclass(frozen=True)

@@ -63,15 +63,8 @@ def diff(record: StreamRecord) -> Change:
     if ev is EventName.REMOVE:
         kind = ChangeKind.TTL_EXPIRE if record.ttl_delete else ChangeKind.REMOVE
         return Change(kind, record, tuple(record.attribute_names(new=False)))
-    paths: list[str] = []
-    for name in record.changed_attributes():
-        present_old = record.has_old(name)
-        present_new = record.has_new(name)
-        if present_old != present_new:
-            paths.append(name)
-            continue
-        _walk(record.old_value(name), record.new_value(name), name, paths)
-    return Change(ChangeKind.MODIFY, record, tuple(paths))
+    # Only the parts whose raw values differ are decoded, and handed to _walk.
+    return Change(ChangeKind.MODIFY, record, tuple(record.changed_paths(_walk)))
 
 
 def _walk(old: Value, new: Value, path: str, out: list[str]) -> None:

@@ -187,8 +187,13 @@ class Collector:
     Thread-safe (concurrent scrapes). ``alive(pid)`` is injectable for tests.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
-                 alive: Callable[[int], bool] | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        alive: Callable[[int], bool] | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.clock = clock
         self.alive = alive or pid_alive
@@ -306,15 +311,31 @@ def render(snapshot: Snapshot, *, launcher_up: bool) -> bytes:
                 g.add_metric([s.shard], v)
         families.append(g)
 
-    gauge("worker_iterator_age_seconds", "Age of the newest record of the last batch when processed",
-          lambda s: s.iterator_age)
-    gauge("worker_trim_hours_left", "Hours before the oldest unprocessed record is trimmed (24 h retention)",
-          lambda s: s.trim_hours_left)
-    gauge("worker_batch_in_flight_seconds", "How long the current batch has been processing", lambda s: s.in_flight_seconds)
-    gauge("worker_last_checkpoint_timestamp_seconds", "When the last checkpoint was written",
-          lambda s: (s.checkpoint or {}).get("at"))
-    gauge("worker_last_checkpoint_record_timestamp_seconds", "ApproximateCreationDateTime of the checkpointed record",
-          lambda s: (s.checkpoint or {}).get("created"))
+    gauge(
+        "worker_iterator_age_seconds",
+        "Age of the newest record of the last batch when processed",
+        lambda s: s.iterator_age,
+    )
+    gauge(
+        "worker_trim_hours_left",
+        "Hours before the oldest unprocessed record is trimmed (24 h retention)",
+        lambda s: s.trim_hours_left,
+    )
+    gauge(
+        "worker_batch_in_flight_seconds",
+        "How long the current batch has been processing",
+        lambda s: s.in_flight_seconds,
+    )
+    gauge(
+        "worker_last_checkpoint_timestamp_seconds",
+        "When the last checkpoint was written",
+        lambda s: (s.checkpoint or {}).get("at"),
+    )
+    gauge(
+        "worker_last_checkpoint_record_timestamp_seconds",
+        "ApproximateCreationDateTime of the checkpointed record",
+        lambda s: (s.checkpoint or {}).get("created"),
+    )
 
     class _Static:
         def collect(self) -> Iterator[Any]:

@@ -27,7 +27,7 @@ def test_defaults_and_bundled_profiles_validate():
         (
             "[[aggregates]]\nname='a'\ntable='T'\ngroup_by=['s']\nmetrics={x='avg(total)'}",
             "aggregates[0].metrics.x",
-            "sum(attribute)",
+            "sum(attribute",
         ),
         ("[archive]\nprefix = 'p/'", "archive.bucket", "required"),
         ("[search]\nauth = 'basic'", "search.username", "required"),

@@ -45,7 +45,7 @@ class Endpoint:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: Any) -> None:
                 pass  # scrapes every few seconds: not worth a log line each
 
         self.server = ThreadingHTTPServer((host, port), Handler)

@@ -74,7 +74,7 @@ class Launcher:
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(),
+                preexec_fn=_die_with_parent(),  # noqa: PLW1509 - forked before any thread starts
             )
         except OSError as exc:
             from worker.errors import FatalError

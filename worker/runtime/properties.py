@@ -101,19 +101,24 @@ def _escape(text: str, *, key: bool = False) -> str:
         elif (key and c in "=:#! ") or (c == " " and i == 0):
             out.append("\\" + c)
         elif ord(c) > 0xFF or ord(c) < 0x20:
-            out.append(f"\\u{ord(c):04x}")
+            units = c.encode("utf-16-be")  # Java escapes UTF-16 code units (surrogate pairs)
+            out.extend(f"\\u{int.from_bytes(units[j : j + 2], 'big'):04x}" for j in range(0, len(units), 2))
         else:
             out.append(c)
     return "".join(out)
 
 
+_BLANK = " \t\f"
+
+
 def loads(text: str) -> dict[str, str]:
     """Parse what :func:`dumps` writes (tests, ``--print-properties`` round trips)."""
     out: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith(("#", "!")):
+    for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):  # not splitlines(): \x85 is data
+        line = raw.lstrip(_BLANK)  # Java's whitespace, not Python's (\xa0 is data)
+        if not line or line.startswith(("#", "!")):
             continue
-        key, value = _split(line.lstrip())
+        key, value = _split(line)
         out[_unescape(key)] = _unescape(value)
     return out
 
@@ -125,10 +130,10 @@ def _split(line: str) -> tuple[str, str]:
         if c == "\\":
             i += 2
             continue
-        if c in "=: ":
-            key, rest = line[:i], line[i:].lstrip(" ")
+        if c in "=:" or c in _BLANK:
+            key, rest = line[:i], line[i:].lstrip(_BLANK)
             if rest[:1] in ("=", ":"):
-                rest = rest[1:].lstrip(" ")
+                rest = rest[1:].lstrip(_BLANK)
             return key, rest
         i += 1
     return line, ""
@@ -149,4 +154,4 @@ def _unescape(text: str) -> str:
             continue
         out.append(c)
         i += 1
-    return "".join(out)
+    return "".join(out).encode("utf-16", "surrogatepass").decode("utf-16")

@@ -21,7 +21,9 @@ construction of the rule, not by coincidence.
   NULL adds 0. Any other non-number (a string, even ``"12"``, a set, a map)
   adds 0 **and** is reported (:class:`Contribution.faults`): the sink parks the
   record that brought it, so the value is never silently ignored while the
-  totals still equal a recomputation under this same rule.
+  totals still equal a recomputation under this same rule;
+* a group whose row key (below) would exceed DynamoDB's 1,024-byte sort key
+  (very long group values) counts nowhere, and is reported the same way.
 
 Arithmetic is exact: decimals add in a 400-digit context with inexact results
 trapped (any sum of DynamoDB numbers, 38 significant digits in 1e-130..1e125,
@@ -53,6 +55,7 @@ EXACT = decimal.Context(
 )
 ZERO = Decimal(0)
 DYNAMODB_DIGITS = 38
+MAX_SORT_KEY_BYTES = 1024
 
 # Attribute names of a target row the sink owns (see worker.sinks.aggregates).
 ROW_ATTRIBUTES = ("pk", "sk", "group", "count", "hwm", "updated_at")
@@ -68,12 +71,18 @@ Vector = tuple[Decimal, ...]  # (count, sum metric 1, sum metric 2, ...)
 class AggregateConfig(Protocol):
     """The shape of ``worker.config.AggregateSection`` (kept structural: no import cycle)."""
 
-    name: str
-    table: str
-    group_by: list[str]
-    metrics: dict[str, str]
-    where: dict[str, Any]
-    missing_group: Literal["skip", "null"]
+    @property
+    def name(self) -> str: ...
+    @property
+    def table(self) -> str: ...
+    @property
+    def group_by(self) -> list[str]: ...
+    @property
+    def metrics(self) -> dict[str, str]: ...
+    @property
+    def where(self) -> dict[str, Any]: ...
+    @property
+    def missing_group(self) -> Literal["skip", "null"]: ...
 
 
 # -- paths ---------------------------------------------------------------------------
@@ -286,10 +295,10 @@ class Metric:
 
 @dataclass(frozen=True)
 class Fault:
-    """A non-numeric value under a summed path (it added 0)."""
+    """A value the rule could not use as given: the record that brings it is parked."""
 
-    path: str
-    found: str  # the DynamoDB type found
+    path: str  # the attribute path at fault
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -337,8 +346,13 @@ class Aggregate:
                 continue
             vector.append(ZERO)
             if v is not MISSING and v is not None:
-                faults.append(Fault(m.text, _type_name(v)))
-        return Contribution(group_key(group), tuple(group), tuple(vector), tuple(faults))
+                faults.append(Fault(m.text, f"sum({m.text}) over a non-number ({_type_name(v)}) counted as 0"))
+        key = group_key(group)
+        size = len(key.encode("utf-8"))
+        if size > MAX_SORT_KEY_BYTES:  # no row can hold this group: the item counts nowhere
+            reason = f"group key of {size} bytes exceeds DynamoDB's {MAX_SORT_KEY_BYTES}: not counted"
+            return Contribution(key, tuple(group), self.zero(), (Fault(self.group_by[0], reason),))
+        return Contribution(key, tuple(group), tuple(vector), tuple(faults))
 
     def group_dict(self, group: Sequence[Value]) -> dict[str, Any]:
         return {name: jsonable(v) for name, v in zip(self.group_by, group, strict=True)}
@@ -409,7 +423,47 @@ def compile_aggregate(section: AggregateConfig, prefix: str = "aggregates") -> A
     )
 
 
-def recompute(aggregate: Aggregate | AggregateConfig, items: Iterable[Mapping[str, Value] | Item]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class RowDelta:
+    """What one change does to one row: ``vector`` added to aggregate ``index``'s group ``key``."""
+
+    index: int
+    key: str
+    group: tuple[Value, ...]
+    vector: Vector
+
+
+def deltas(
+    aggregates: Sequence[Aggregate], old: Mapping[str, Value] | None, new: Mapping[str, Value] | None
+) -> tuple[list[RowDelta], list[tuple[str, Fault]]]:
+    """The row deltas of replacing ``old`` by ``new`` (either may be ``None``): minus the old
+    contribution, plus the new one, netted when both land in one row (zero deltas are dropped).
+
+    Also the new image's faults as ``(aggregate name, fault)``: an old image's
+    faults were reported when it was new, and taking a 0 away is exact.
+    """
+    out: list[RowDelta] = []
+    faults: list[tuple[str, Fault]] = []
+    for index, agg in enumerate(aggregates):
+        before = agg.contribution(old)
+        after = agg.contribution(new)
+        if after is not None:
+            faults.extend((agg.name, f) for f in after.faults)
+        if before is not None and after is not None and before.key == after.key:
+            parts = [(after, add_vectors(after.vector, before.vector, -1))]
+        else:
+            parts = []
+            if before is not None:
+                parts.append((before, add_vectors(agg.zero(), before.vector, -1)))
+            if after is not None:
+                parts.append((after, after.vector))
+        out.extend(RowDelta(index, c.key, c.group, v) for c, v in parts if not is_zero(v))
+    return out, faults
+
+
+def recompute(
+    aggregate: Aggregate | AggregateConfig, items: Iterable[Mapping[str, Value] | Item]
+) -> list[dict[str, Any]]:
     """The report of one aggregate recomputed from the source table's items (the reference).
 
     Same shape and order as ``AggregatesSink.report()[name]``: groups with no

@@ -71,10 +71,10 @@ class RowState:
         entry = self.hwm.get(shard)
         return parse_entry(entry)[0] if entry is not None else None
 
-    def stale(self, now: float, keep_seconds: float, keep: Iterable[str]) -> list[str]:
-        """Shards whose marks were last written more than ``keep_seconds`` ago (prunable)."""
+    def stale(self, now: float, keep_seconds: float, keep: Iterable[str]) -> list[tuple[str, str]]:
+        """Marks (shard, entry) last written more than ``keep_seconds`` ago: prunable."""
         kept = set(keep)
-        return sorted(s for s, e in self.hwm.items() if s not in kept and parse_entry(e)[1] < now - keep_seconds)
+        return sorted((s, e) for s, e in self.hwm.items() if s not in kept and parse_entry(e)[1] < now - keep_seconds)
 
 
 ABSENT = RowState(False)
@@ -94,7 +94,10 @@ class RowWrite:
     """One planned write: add ``deltas`` and raise each shard's mark, if nobody did first.
 
     ``marks`` maps a shard to ``(first, last)``: the lowest and highest sequence
-    of that shard in this write. ``prune`` lists stale shards to drop.
+    of that shard in this write. ``prune`` lists stale marks to drop, as read:
+    each is removed only if still unchanged (a mark this sink's cache thought
+    old may have been written again meanwhile; then the write is refused and
+    the row re-read).
     """
 
     table: str
@@ -104,7 +107,7 @@ class RowWrite:
     deltas: Sequence[tuple[str, Decimal]]  # (attribute, delta), count first
     marks: Mapping[str, tuple[int, int]]
     create: bool  # the row did not exist when read
-    prune: Sequence[str] = ()
+    prune: Sequence[tuple[str, str]] = ()
 
     def request(self, now: float) -> dict[str, Any]:
         """The ``UpdateItem`` arguments."""
@@ -134,9 +137,11 @@ class RowWrite:
                 values[f":f{i}"] = {"S": padded(first)}
                 sets.append(f"#hwm.#s{i} = :s{i}")
                 parts.append(f"(attribute_not_exists(#hwm.#s{i}) OR #hwm.#s{i} < :f{i})")
-            for i, shard in enumerate(self.prune):
+            for i, (shard, entry) in enumerate(self.prune):
                 names[f"#x{i}"] = shard
+                values[f":x{i}"] = {"S": entry}
                 removes.append(f"#hwm.#x{i}")
+                parts.append(f"(attribute_not_exists(#hwm.#x{i}) OR #hwm.#x{i} = :x{i})")
             condition = " AND ".join(parts)
         expression = "SET " + ", ".join(sets)
         if adds:

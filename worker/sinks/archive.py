@@ -69,7 +69,7 @@ class _Object:
     opened: float
     body: bytes = b""
     etag: str | None = None  # of our last write; None: never written by us
-    records: int = 0  # durable, in body
+    durable: set[int] = field(default_factory=set)  # sequence numbers in body
     size: int = 0  # uncompressed bytes, durable and pending
     last: int = -1  # highest sequence number added
     pending: list[tuple[int, bytes]] = field(default_factory=list)
@@ -104,7 +104,8 @@ class ArchiveSink:
         self.open: dict[tuple[str, str, Any], _Object] = {}  # (table, stream, hour) -> object
         self.closing: list[_Object] = []  # rotated, with records not yet written
         self.puts = 0
-        self.merges = 0
+        self.conflicts = 0  # conditional writes that found another version
+        self.merges = 0  # ... and wrote the union
 
     # -- Sink ----------------------------------------------------------------------
 
@@ -135,7 +136,7 @@ class ArchiveSink:
             # Only after a redelivery inside one sink (the stream itself is ordered):
             # a new object keeps every object's records above its name's sequence.
             return True
-        count = obj.records + len(obj.pending)
+        count = len(obj.durable) + len(obj.pending)
         return (
             count >= self.max_records
             or obj.size + size + 1 > self.max_bytes
@@ -172,13 +173,17 @@ class ArchiveSink:
     # -- writing -------------------------------------------------------------------
 
     def _write(self, obj: _Object) -> None:
-        lines = b"".join(line + b"\n" for _, line in obj.pending)
-        body = obj.body + gzip.compress(lines, compresslevel=self.level, mtime=0)
-        etag = self._put(obj.key, body, obj.etag)
-        count = obj.records + len(obj.pending)
-        if etag is None:  # someone else wrote this name: merge with what is there
-            body, etag, count = self._merge(obj)
-        obj.body, obj.etag, obj.records = body, etag, count
+        # Records already in the object (adopted from another writer's version) are not appended twice.
+        new = [(seq, line) for seq, line in obj.pending if seq not in obj.durable]
+        if new:
+            lines = b"".join(line + b"\n" for _, line in new)
+            body = obj.body + gzip.compress(lines, compresslevel=self.level, mtime=0)
+            etag = self._put(obj.key, body, obj.etag)
+            durable = obj.durable | {seq for seq, _ in new}
+            if etag is None:  # someone else wrote this name: merge with what is there
+                self.conflicts += 1
+                body, etag, durable = self._merge(obj, new)
+            obj.body, obj.etag, obj.durable = body, etag, durable
         obj.pending.clear()
 
     def _put(self, key: str, body: bytes, etag: str | None) -> str | None:
@@ -200,24 +205,24 @@ class ArchiveSink:
         self.puts += 1
         return str(resp.get("ETag", ""))
 
-    def _merge(self, obj: _Object) -> tuple[bytes, str, int]:
-        """Union of the object in S3 and ours (durable and pending), written on the version read.
+    def _merge(self, obj: _Object, new: list[tuple[int, bytes]]) -> tuple[bytes, str, set[int]]:
+        """Union of the object in S3 and ours (durable and new), written on the version read.
 
-        Returns the body now in S3, its ETag and its record count.
+        Returns the body now in S3, its ETag and its sequence numbers.
         """
         mine = dict(_lines(obj.body, obj.key))
-        mine.update(obj.pending)
+        mine.update(new)
         for _ in range(_MERGE_ATTEMPTS):
             data, etag = self._get(obj.key)
             theirs = dict(_lines(data, obj.key)) if etag is not None else {}
             if etag is not None and mine.keys() <= theirs.keys():
                 self.log.info("archive object already holds these records", key=obj.key, records=len(theirs))
-                return data, etag, len(theirs)
+                return data, etag, set(theirs)
             union = {**theirs, **mine}
             lines = b"".join(line + b"\n" for _, line in sorted(union.items()))
             body = gzip.compress(lines, compresslevel=self.level, mtime=0)
-            new = self._put(obj.key, body, etag)
-            if new is not None:
+            put = self._put(obj.key, body, etag)
+            if put is not None:
                 self.merges += 1
                 self.log.warning(
                     "archive object merged with another writer's version",
@@ -226,7 +231,7 @@ class ArchiveSink:
                     ours=len(mine),
                     union=len(union),
                 )
-                return body, new, len(union)
+                return body, put, set(union)
         raise RetryableError(f"archive: s3://{self.bucket}/{obj.key} keeps changing under concurrent writers")
 
     def _get(self, key: str) -> tuple[bytes, str | None]:
@@ -262,7 +267,9 @@ def _lines(body: bytes, key: str) -> list[tuple[int, bytes]]:
     return out
 
 
-def create(cfg: Any, *, provision: bool = False, s3: Any = None, clock: Callable[[], float] | None = None) -> ArchiveSink:
+def create(
+    cfg: Any, *, provision: bool = False, s3: Any = None, clock: Callable[[], float] | None = None
+) -> ArchiveSink:
     """The sink of ``[archive]``; ``provision`` creates the bucket (local runs, tests)."""
     a = cfg.archive
     if a is None:

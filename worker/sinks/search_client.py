@@ -133,10 +133,19 @@ class SearchClient:
                 raise RetryableError(f"search: mget {index!r}: {_error_type(err)}: {_reason(err)}")
         return docs
 
-    def bulk(self, body: bytes, actions: int) -> list[dict[str, Any]]:
-        """Send NDJSON ``body`` of ``actions`` actions; the per-item results, in order."""
+    def bulk(self, index: str, body: bytes, actions: int) -> list[dict[str, Any]]:
+        """Send NDJSON ``body`` of ``actions`` actions on ``index``; the per-item results, in order.
+
+        Index-scoped (``POST <index>/_bulk``): the form OpenSearch Serverless and
+        index-level access policies accept; action lines need no ``_index``.
+        """
         _, resp = self.request(
-            "POST", "/_bulk", body, params={"filter_path": BULK_FILTER}, content_type=NDJSON, what="bulk"
+            "POST",
+            f"/{_path(index)}/_bulk",
+            body,
+            params={"filter_path": BULK_FILTER},
+            content_type=NDJSON,
+            what="bulk",
         )
         raw = (resp or {}).get("items", [])
         if len(raw) != actions:

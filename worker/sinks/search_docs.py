@@ -181,7 +181,9 @@ class Projection:
             for k, v in chosen.items():
                 name = self.rename.get(k, k)
                 if name in out:
-                    raise RecordError(f"renaming gives two attributes the name {name!r}", field=f"dynamodb.NewImage.{k}")
+                    raise RecordError(
+                        f"renaming gives two attributes the name {name!r}", field=f"dynamodb.NewImage.{k}"
+                    )
                 out[name] = v
         if self.meta_field in out:
             raise RecordError(

@@ -50,8 +50,7 @@ from worker.records import StreamRecord, decode_mapping, json_default
 UTC = dt.UTC
 SUFFIX = ".jsonl.gz"
 SEQ_WIDTH = 40
-_HOUR = dt.timedelta(hours=1)
-_NAME = re.compile(r"^(?P<stream>.+)-(?P<first>\d{%d})%s$" % (SEQ_WIDTH, re.escape(SUFFIX)))
+_NAME = re.compile(rf"^(?P<stream>.+)-(?P<first>\d{{{SEQ_WIDTH}}}){re.escape(SUFFIX)}$")
 _PARTS = re.compile(r"^table=(?P<table>[^/]+)/dt=(?P<day>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/(?P<name>[^/]+)$")
 _SHARD_TIME = re.compile(r"^shardId-(\d{20})-")
 _CHUNK = 1 << 16
@@ -175,16 +174,20 @@ def _pages(s3: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
         token = page["NextContinuationToken"]
 
 
+def _subdirs(s3: Any, bucket: str, under: str) -> list[str]:
+    """The "directories" right below ``under`` (common prefixes), without ``under`` and the slash."""
+    out: list[str] = []
+    try:
+        for page in _pages(s3, Bucket=bucket, Prefix=under, Delimiter="/"):
+            out.extend(cp["Prefix"][len(under) :].rstrip("/") for cp in page.get("CommonPrefixes", []))
+    except Exception as exc:
+        raise classify(exc, f"list s3://{bucket}/{under}") from exc
+    return sorted(out)
+
+
 def list_tables(s3: Any, bucket: str, prefix: str) -> list[str]:
     """The tables that have a partition under ``prefix``."""
-    out = []
-    try:
-        for page in _pages(s3, Bucket=bucket, Prefix=f"{prefix}table=", Delimiter="/"):
-            for cp in page.get("CommonPrefixes", []):
-                out.append(cp["Prefix"][len(prefix) + len("table=") :].rstrip("/"))
-    except Exception as exc:
-        raise classify(exc, f"list s3://{bucket}/{prefix}") from exc
-    return sorted(out)
+    return [d[len("table=") :] for d in _subdirs(s3, bucket, prefix) if d.startswith("table=")]
 
 
 def list_objects(
@@ -192,22 +195,32 @@ def list_objects(
     bucket: str,
     prefix: str,
     tables: Sequence[str],
+    *,
     since: dt.datetime,
     until: dt.datetime,
-    *,
     ignored: Callable[[str], None] | None = None,
 ) -> list[ArchivedObject]:
     """Every archive object of ``tables`` whose hour overlaps ``[since, until)``.
 
-    Lists one day partition at a time and keeps the hours in range (partition
-    pruning). Keys in those partitions that are not archive objects are passed
-    to ``ignored`` (the caller reports them), never silently dropped.
+    Partition pruning: lists the day partitions of each table (one request per
+    1,000 days), then only the days in range, keeping the hours in range. Keys
+    in those partitions that are not archive objects are passed to ``ignored``
+    (the caller reports them), never silently dropped.
     """
     first_hour, out = hour_of(since), []
+    first_day = first_hour.date()
     for table in tables:
-        day = first_hour.replace(hour=0)
-        while day < until:
-            part = f"{prefix}table={table}/dt={day:%Y-%m-%d}/"
+        base = f"{prefix}table={table}/"
+        for sub in _subdirs(s3, bucket, base):
+            try:
+                day = dt.datetime.strptime(sub, "dt=%Y-%m-%d").replace(tzinfo=UTC)
+            except ValueError:
+                if ignored:
+                    ignored(f"{base}{sub}/")
+                continue
+            if day.date() < first_day or day >= until:
+                continue
+            part = f"{base}{sub}/"
             try:
                 for page in _pages(s3, Bucket=bucket, Prefix=part):
                     for obj in page.get("Contents", []):
@@ -221,7 +234,6 @@ def list_objects(
                             out.append(ArchivedObject(name, key, int(obj["Size"]), str(obj["ETag"])))
             except Exception as exc:
                 raise classify(exc, f"list s3://{bucket}/{part}") from exc
-            day += dt.timedelta(days=1)
     return out
 
 
@@ -242,15 +254,24 @@ def list_all(s3: Any, bucket: str, prefix: str) -> list[ArchivedObject]:
 # -- reading ---------------------------------------------------------------------------
 
 
+Entry = tuple[int, int, bytes]  # (sequence number, line number, the line): a record not yet decoded
+
+
 @dataclass(frozen=True)
 class Loaded:
-    """One object, read: its good records sorted by sequence number, and what was wrong with the rest."""
+    """One object, read: its lines sorted by sequence number, and what was wrong with the rest.
+
+    Lines stay undecoded until the merge yields them: decoded records cost ~10x
+    their JSON in memory (and in garbage-collector passes), and an object can
+    hold 64 MB of JSON; only the records between two flushes are ever decoded.
+    """
 
     obj: ArchivedObject
     etag: str  # of the version read (the object may have grown since it was listed)
-    records: list[StreamRecord]
+    entries: list[Entry]
     errors: list[RecordError]
     lines: int
+    source: str  # s3://bucket/key
 
 
 def gunzip(data: bytes) -> tuple[bytes, str | None]:
@@ -274,23 +295,36 @@ def gunzip(data: bytes) -> tuple[bytes, str | None]:
         if not d.eof:
             out.append(d.flush())
             return b"".join(out), "truncated gzip data (the object ends inside a member)"
-        rest = d.unused_data
+        rest = d.unused_data + rest[pos:]  # the next member starts inside the last chunk fed
     return b"".join(out), None
 
 
-def parse_object(data: bytes, bucket: str, key: str) -> tuple[list[StreamRecord], list[RecordError], int]:
-    """Records (in file order), errors (each with ``s3://bucket/key:line``) and the line count."""
+_SEQ = re.compile(rb'"SequenceNumber":"(\d+)"')
+
+
+def parse_object(data: bytes, bucket: str, key: str) -> tuple[list[Entry], list[RecordError], int]:
+    """Entries (sorted by sequence number), errors (each with ``s3://bucket/key:line``), line count.
+
+    Only the sequence number is read here (a pattern over the line: unescaped,
+    ``"SequenceNumber":"<digits>"`` can only be the record's own key, since
+    attribute maps hold objects; a line where it is not found exactly once is
+    parsed instead). Full decoding, and its errors, come when the line is used.
+    """
     text, damage = gunzip(data)
     lines = text.split(b"\n")
     tail = lines.pop()  # after the last newline: b"" unless the data was cut inside a line
-    records: list[StreamRecord] = []
+    entries: list[Entry] = []
     errors: list[RecordError] = []
     base = f"s3://{bucket}/{key}"
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        found = _SEQ.findall(line)
+        if len(found) == 1:
+            entries.append((int(found[0]), n, line))
+            continue
         try:
-            records.append(parse_line(line, f"{base}:{n}"))
+            entries.append((parse_line(line, f"{base}:{n}").sequence, n, line))
         except RecordError as exc:
             errors.append(exc)
     count = len(lines)
@@ -300,7 +334,12 @@ def parse_object(data: bytes, bucket: str, key: str) -> tuple[list[StreamRecord]
         errors.append(RecordError(reason, where=f"{base}:{count}", payload=tail.decode("utf-8", "replace")))
     elif not data:
         errors.append(RecordError("empty object", where=f"{base}:1", payload=""))
-    return records, errors, count
+    entries.sort(key=_first)
+    return entries, errors, count
+
+
+def _first(entry: Entry) -> int:
+    return entry[0]
 
 
 def parse_line(line: bytes, where: str) -> StreamRecord:
@@ -326,15 +365,10 @@ def read_object(s3: Any, bucket: str, obj: ArchivedObject) -> Loaded:
     except Exception as exc:
         if error_code(exc) in ("NoSuchKey", "404"):
             err = RecordError("object vanished between listing and reading", where=f"s3://{bucket}/{obj.key}:0")
-            return Loaded(obj, obj.etag, [], [err], 0)
+            return Loaded(obj, obj.etag, [], [err], 0, f"s3://{bucket}/{obj.key}")
         raise classify(exc, f"get s3://{bucket}/{obj.key}") from exc
-    records, errors, lines = parse_object(data, bucket, obj.key)
-    records.sort(key=_seq)
-    return Loaded(obj, str(resp.get("ETag", obj.etag)), records, errors, lines)
-
-
-def _seq(record: StreamRecord) -> int:
-    return record.sequence
+    entries, errors, lines = parse_object(data, bucket, obj.key)
+    return Loaded(obj, str(resp.get("ETag", obj.etag)), entries, errors, lines, f"s3://{bucket}/{obj.key}")
 
 
 class Prefetcher:
@@ -344,7 +378,9 @@ class Prefetcher:
     them); at most ``window`` loaded objects wait in memory.
     """
 
-    def __init__(self, plan: Sequence[ArchivedObject], load: Callable[[ArchivedObject], Loaded], window: int = 4) -> None:
+    def __init__(
+        self, plan: Sequence[ArchivedObject], load: Callable[[ArchivedObject], Loaded], window: int = 4
+    ) -> None:
         self.plan = list(plan)
         self.load = load
         self.window = max(1, window)
@@ -392,7 +428,7 @@ class MergeStats:
     misplaced: list[str] = field(default_factory=list)  # records below their object's first sequence
 
 
-Event = StreamRecord | Opened | Finished
+Event = StreamRecord | RecordError | Opened | Finished
 
 
 def plan(objects: Iterable[ArchivedObject]) -> list[tuple[tuple[str, str], list[ArchivedObject]]]:
@@ -416,42 +452,59 @@ def plan(objects: Iterable[ArchivedObject]) -> list[tuple[tuple[str, str], list[
     return sorted(groups.items(), key=order)
 
 
-def merge(objects: Sequence[ArchivedObject], load: Callable[[ArchivedObject], Loaded], stats: MergeStats) -> Iterator[Event]:
+def merge(
+    objects: Sequence[ArchivedObject], load: Callable[[ArchivedObject], Loaded], stats: MergeStats
+) -> Iterator[Event]:
     """Records of one stream's objects (sorted by first sequence), each once, in sequence order.
 
     A k-way merge that opens an object only when no record before its first
     sequence number is left, so memory holds only objects whose ranges
-    overlap. Duplicates are adjacent in the merged order and dropped.
+    overlap. Copies of one record are adjacent in the merged order: the first
+    that decodes is yielded, the others are counted as duplicates. A line that
+    does not decode is yielded as a :class:`RecordError` (with its place), and
+    a good copy elsewhere still replaces it.
     """
-    heap: list[tuple[int, int, int]] = []  # (sequence, object index, record index)
+    heap: list[tuple[int, int, int]] = []  # (sequence, object index, entry index)
     opened: dict[int, Loaded] = {}
     remaining: dict[int, int] = {}
     nxt = 0
-    last: int | None = None
+    last: int | None = None  # sequence number of the last record yielded
     while heap or nxt < len(objects):
         if nxt < len(objects) and (not heap or heap[0][0] >= objects[nxt].name.first):
             loaded = load(objects[nxt])
             yield Opened(loaded)
-            for rec in loaded.records:
-                if rec.sequence < objects[nxt].name.first:
-                    stats.misplaced.append(f"{rec.where} ({rec.location})")
-            if loaded.records:
-                opened[nxt], remaining[nxt] = loaded, len(loaded.records)
-                heapq.heappush(heap, (loaded.records[0].sequence, nxt, 0))
+            first = objects[nxt].name.first
+            stats.misplaced.extend(f"{loaded.source}:{n}" for seq, n, _ in loaded.entries if seq < first)
+            if loaded.entries:
+                opened[nxt], remaining[nxt] = loaded, len(loaded.entries)
+                heapq.heappush(heap, (loaded.entries[0][0], nxt, 0))
             else:
                 yield Finished(loaded.obj, loaded.etag)
             nxt += 1
             continue
         seq, i, j = heapq.heappop(heap)
         loaded = opened[i]
-        if seq == last:
-            stats.duplicates += 1
+        _, n, line = loaded.entries[j]
+        try:
+            record = parse_line(line, f"{loaded.source}:{n}")
+            if record.sequence != seq:
+                raise RecordError(
+                    f"the line's sequence number {record.sequence} is not the one found in it ({seq})",
+                    where=f"{loaded.source}:{n}",
+                    field="dynamodb.SequenceNumber",
+                    payload=line.decode("utf-8", "replace"),
+                )
+        except RecordError as exc:
+            yield exc
         else:
-            last = seq
-            yield loaded.records[j]
+            if seq == last:
+                stats.duplicates += 1
+            else:
+                last = seq
+                yield record
         remaining[i] -= 1
-        if j + 1 < len(loaded.records):
-            heapq.heappush(heap, (loaded.records[j + 1].sequence, i, j + 1))
+        if j + 1 < len(loaded.entries):
+            heapq.heappush(heap, (loaded.entries[j + 1][0], i, j + 1))
         if not remaining[i]:
             del opened[i], remaining[i]
             yield Finished(loaded.obj, loaded.etag)
@@ -467,6 +520,8 @@ def read_all(s3: Any, bucket: str, prefix: str) -> tuple[int, list[StreamRecord]
         for ev in merge(objs, lambda o: read_object(s3, bucket, o), stats):
             if isinstance(ev, StreamRecord):
                 records.append(ev)
+            elif isinstance(ev, RecordError):
+                errors.append(ev)
             elif isinstance(ev, Opened):
                 errors.extend(ev.loaded.errors)
     return len(objects), records, errors

@@ -153,14 +153,16 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
         self.metrics.batch_started(min(created))
         self.pipeline.process(batch)  # returns only when every sink and the dead letters are durable
         last = records[-1]
-        self.last_durable = (last.sequence_number, last.sub_sequence_number, max(created))
+        self.last_durable = (last.sequence_number, last.sub_sequence_number, created[-1])
         try:
-            self._checkpoint(inp.checkpointer, last.sequence_number, last.sub_sequence_number, max(created))
+            self._checkpoint(inp.checkpointer, last.sequence_number, last.sub_sequence_number, created[-1])
         except CheckpointFailed as exc:
-            if not exc.exhausted:
+            if not exc.exhausted and exc.error not in LEASE_GONE_ERRORS:
                 raise
-            # Durable but not checkpointed: acknowledging is safe, the next checkpoint covers it.
-            self.log.error("checkpoint gave up; continuing", sequence=last.sequence_number, error=exc.error)
+            # Durable but not checkpointed: acknowledging is safe (the next checkpoint covers it,
+            # or, the lease being lost, the next owner replays it idempotently).
+            if exc.exhausted:
+                self.log.error("checkpoint gave up; continuing", sequence=last.sequence_number, error=exc.error)
         self.metrics.batch_done(self.pipeline.stats, max(created))
 
     def _lease_lost(self) -> None:
@@ -261,7 +263,9 @@ def serve(
     p = cfg.pipeline
     processor = ShardProcessor(
         pipeline if pipeline is not None else build_pipeline(cfg),
-        checkpoint_retry=RetryPolicy(attempts=cfg.kcl.checkpoint_retries, base=p.retry_base_seconds, cap=p.retry_max_seconds),
+        checkpoint_retry=RetryPolicy(
+            attempts=cfg.kcl.checkpoint_retries, base=p.retry_base_seconds, cap=p.retry_max_seconds
+        ),
         metrics_dir=metrics_dir,
     )
     kcl.KCLProcess(processor, input_file=stdin, output_file=stdout, error_file=sys.stderr).run()

@@ -1,0 +1,218 @@
+"""Search sink throughput against osmem-server: bulk requests and documents/s per 1,000 records.
+
+Every stack reads the same records of one workload (:mod:`bench.workload`,
+~1 KB items, 20% INSERT / 70% MODIFY / 10% REMOVE) in one process and one run,
+against one osmem-server on loopback, a fresh index per run, timed in wall
+seconds (the work is HTTP round trips; osmem-server shares the machine's
+cores), best of ``--repeats`` runs.
+
+Stacks:
+
+* ``worker: SearchSink`` -- the whole ``Pipeline`` (decode, diff) into the
+  search sink, 1,000 records per ``process`` call: per chunk one ``_mget`` and
+  one ``_bulk`` with compare-and-set on the stream sequence number;
+* ``worker: replay (all stale)`` -- the same records again into the filled
+  index (a replay from a checkpoint): the reads find every change applied;
+* ``baseline: per-record index calls`` -- the same decode and diff, the same
+  document bodies, then one ``PUT _doc/<id>`` (or ``DELETE``) per record on a
+  keep-alive session: the naive sink, with no ordering protection at all.
+
+Both indexes must end with the same documents (checked and printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from bench.workload import Workload, batches, generate
+from worker.config import SearchSection
+from worker.diff import ChangeKind, diff
+from worker.emulators import start_osmem
+from worker.pipeline import Pipeline
+from worker.records import RawRecord, decode
+from worker.sinks.memory import MemoryDeadLetters
+from worker.sinks.search import SearchSink
+from worker.sinks.search_client import SearchClient, make_session
+from worker.sinks.search_docs import Projection, doc_id
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    records: int
+    seconds: float
+    requests: int
+    bulks: int
+    documents: int  # documents written (not counting refused stale writes)
+
+    @property
+    def per_second(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.documents / self.seconds if self.seconds else 0.0
+
+    def per_thousand(self, n: int) -> float:
+        return n * 1000 / self.records if self.records else 0.0
+
+
+def _client(url: str) -> SearchClient:
+    base, session = make_session(SearchSection(url=url), "us-east-1")
+    return SearchClient(base, session)
+
+
+def run_worker(
+    url: str, index: str, raws: list[RawRecord], batch: int, include: tuple[str, ...] = ()
+) -> tuple[Result, SearchSink]:
+    sink = SearchSink(_client(url), SearchSection(url=url, index=index, include=list(include)))
+    sink.ensure_index()
+    sink.client.calls.clear()
+    pipeline = Pipeline([sink], MemoryDeadLetters(), max_batch_records=batch)
+    started = time.perf_counter()
+    for chunk in batches(raws, batch):
+        pipeline.process(chunk)
+    seconds = time.perf_counter() - started
+    calls = sink.client.calls
+    result = Result("", len(raws), seconds, sum(calls.values()), calls["bulk"], sink.stats["written"])
+    return result, sink
+
+
+def run_baseline(url: str, index: str, raws: list[RawRecord], include: tuple[str, ...] = ()) -> Result:
+    """One HTTP request per record (the naive sink), same decode/diff/bodies as the worker."""
+    client = _client(url)
+    client.request("PUT", f"/{index}", b"{}", what="create-index")
+    client.calls.clear()
+    projection = Projection(include=include)
+    written = 0
+    started = time.perf_counter()
+    for raw in raws:
+        change = diff(decode(raw))
+        path = f"/{index}/_doc/{quote(doc_id(change.key), safe='')}"
+        if change.kind in (ChangeKind.REMOVE, ChangeKind.TTL_EXPIRE):
+            client.request("DELETE", path, expect=(200, 404), what="delete")
+        elif change.new is not None:
+            client.request("PUT", path, projection.dumps(projection.project(change.new)), what="index")
+        written += 1
+    seconds = time.perf_counter() - started
+    result = Result("", len(raws), seconds, sum(client.calls.values()), 0, written)
+    client.close()
+    return result
+
+
+def _documents(client: SearchClient, index: str, strip: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    client.refresh(index)
+    return {hit["_id"]: strip(hit["_source"]) for hit in client.scan(index, {"match_all": {}})}
+
+
+def _best(runs: list[Result], name: str) -> Result:
+    best = min(runs, key=lambda r: r.seconds)
+    return Result(name, best.records, best.seconds, best.requests, best.bulks, best.documents)
+
+
+def table(results: list[Result]) -> str:
+    base = next((r for r in results if r.name.startswith("baseline")), None)
+    head = (
+        f"{'stack':<34} {'records/s':>10} {'vs baseline':>12} {'HTTP req /1k rec':>17} {'bulk req /1k rec':>17}"
+        f" {'docs written':>13} {'docs/s':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        ratio = f"{r.per_second / base.per_second:.1f}x" if base and base.per_second else "-"
+        lines.append(
+            f"{r.name:<34} {r.per_second:>10,.0f} {ratio:>12} {r.per_thousand(r.requests):>17.1f} "
+            f"{r.per_thousand(r.bulks):>17.1f} {r.documents:>13,} {r.docs_per_second:>8,.0f}"
+        )
+    return "\n".join(lines)
+
+
+def describe(work: Workload, batch: int) -> str:
+    counts = {e: work.events.count(e) for e in ("INSERT", "MODIFY", "REMOVE")}
+    mix = ", ".join(f"{k} {v}" for k, v in counts.items())
+    return f"workload: {len(work):,} records ({mix}), ~1 KB items; worker batches of {batch:,} records"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench search", description=__doc__.splitlines()[0])
+    p.add_argument("--records", type=int, default=2000, help="records in the workload (default 2000)")
+    p.add_argument("--batch", type=int, default=1000, help="records per process() call (default 1000)")
+    p.add_argument("--repeats", type=int, default=2, help="runs per stack, best kept (default 2)")
+    p.add_argument(
+        "--include",
+        default="",
+        help="comma-separated attributes to index (default: the whole ~1 KB item); "
+        "a few small fields make osmem-server's per-document indexing cost small, so request overhead shows",
+    )
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args(argv)
+
+    include = tuple(a for a in args.include.split(",") if a)
+    work = generate(args.records, args.seed)
+    raws = work.raw_multilang()
+    server = start_osmem()
+    try:
+        clone = server.clone()
+        url = clone.url
+        worker_runs, replay_runs, base_runs = [], [], []
+        last_sink: SearchSink | None = None
+        for i in range(args.repeats):
+            result, sink = run_worker(url, f"bench-worker-{i}", raws, args.batch, include)
+            worker_runs.append(result)
+            sink.client.calls.clear()
+            sink.stats.clear()
+            started = time.perf_counter()
+            pipeline = Pipeline([sink], MemoryDeadLetters(), max_batch_records=args.batch)
+            for chunk in batches(raws, args.batch):
+                pipeline.process(chunk)
+            calls = sink.client.calls
+            replay_runs.append(
+                Result(
+                    "",
+                    len(raws),
+                    time.perf_counter() - started,
+                    sum(calls.values()),
+                    calls["bulk"],
+                    sink.stats["written"],
+                )
+            )
+            base_runs.append(run_baseline(url, f"bench-baseline-{i}", raws, include))
+            last_sink = sink
+            print(
+                f"  run {i + 1}: worker {worker_runs[-1].seconds:.2f} s, baseline {base_runs[-1].seconds:.2f} s",
+                file=sys.stderr,
+            )
+        results = [
+            _best(worker_runs, "worker: SearchSink (mget + bulk)"),
+            _best(replay_runs, "worker: replay (all stale)"),
+            _best(base_runs, "baseline: per-record index calls"),
+        ]
+        assert last_sink is not None
+        meta = last_sink.meta
+        checker = _client(url)
+        ours = _documents(checker, f"bench-worker-{args.repeats - 1}", lambda s: s)
+        live = {k: {f: v for f, v in d.items() if f != meta} for k, d in ours.items() if not d[meta]["deleted"]}
+        theirs = _documents(checker, f"bench-baseline-{args.repeats - 1}", lambda s: s)
+        same = live == theirs
+        print(describe(work, args.batch) + (f"; indexed attributes: {', '.join(include)}" if include else ""))
+        print(f"osmem-server on loopback, wall time, best of {args.repeats} runs; Python {sys.version.split()[0]}")
+        print()
+        print(table(results))
+        print()
+        tombstones = len(ours) - len(live)
+        print(
+            f"same documents in both indexes: {'yes' if same else 'NO'} ({len(live):,} live, {tombstones:,} tombstones)"
+        )
+        if not same:
+            raise SystemExit("the worker's index differs from the baseline's")
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Randomized schedules against osmem-server: the index always ends equal to the table.
+
+Hundreds of schedules (see ``test_search_scenario`` for what one schedule does)
+on one osmem clone, a fresh index each. ``SEARCH_SCHEDULES`` overrides the
+count, ``SEARCH_SEED`` the first seed (a failure names its seed: rerun it with
+``SEARCH_SEED=<seed> SEARCH_SCHEDULES=1``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import pytest
+
+from tests.functional.test_search_scenario import run_schedule
+
+SCHEDULES = int(os.environ.get("SEARCH_SCHEDULES", "400"))
+FIRST_SEED = int(os.environ.get("SEARCH_SEED", "1"))
+
+
+@pytest.mark.slow
+def test_random_schedules_leave_the_index_equal_to_the_table(osmem_url):
+    seen: Counter[str] = Counter()
+    for seed in range(FIRST_SEED, FIRST_SEED + SCHEDULES):
+        try:
+            delivery = run_schedule(seed, osmem_url, f"sched-{seed}")
+        except AssertionError as exc:
+            raise AssertionError(f"schedule seed {seed}: {exc}") from exc
+        seen.update(delivery.counts)
+    # The run really went through every kind of delivery.
+    if SCHEDULES >= 100:
+        for what in ("ok", "crash-before-flush", "crash-mid", "transient", "replay", "stale", "archive", "zombie"):
+            assert seen[what] > 0, (what, seen)

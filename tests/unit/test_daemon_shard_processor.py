@@ -1,0 +1,124 @@
+"""The shard processor's decisions, in process: fakes for the sinks and for kclpy's checkpointer."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import pytest
+from amazon_kclpy import messages
+from amazon_kclpy.checkpoint_error import CheckpointError
+
+from worker import shapes
+from worker.errors import RetryableError
+from worker.pipeline import Pipeline
+from worker.records import RawRecord
+from worker.retry import RetryPolicy, no_sleep
+from worker.sinks.memory import MemoryDeadLetters, MemorySink
+from worker.sources.kcl import ShardProcessor
+
+SHARD = "shardId-00000001763791200000-4f1c2a9b"
+
+
+class Died(Exception):
+    pass
+
+
+def die(code: int) -> NoReturn:
+    raise Died(code)
+
+
+class FakeCheckpointer:
+    """kclpy's Checkpointer as the processor sees it; ``errors`` are answered in order, then success."""
+
+    def __init__(self, *errors: str) -> None:
+        self.errors = list(errors)
+        self.calls: list[tuple[str | None, int | None]] = []
+
+    def checkpoint(self, sequence: str | None = None, sub: int | None = None) -> None:
+        self.calls.append((sequence, sub))
+        if self.errors:
+            raise CheckpointError(self.errors.pop(0))
+
+
+def records(n: int, start: int = 4200000000012345678000) -> list[messages.Record]:
+    out = []
+    for i in range(1, n + 1):
+        ml = shapes.render(
+            shapes.build("INSERT", {"id": f"k{i}"}, new={"id": f"k{i}"}, sequence=start + i), "multilang"
+        )
+        out.append(messages.Record({**ml, "action": "record"}))
+    return out
+
+
+def process_input(recs: list[messages.Record], checkpointer: FakeCheckpointer) -> Any:
+    inp = messages.ProcessRecordsInput({"action": "processRecords", "records": recs, "millisBehindLatest": 0})
+    inp.dispatch(checkpointer, _Capture())
+    return inp
+
+
+class _Capture:
+    def process_records(self, inp: Any) -> None:
+        pass
+
+
+def processor(sink: MemorySink, retries: int = 3) -> ShardProcessor:
+    pipeline = Pipeline([sink], MemoryDeadLetters(), retry=RetryPolicy(attempts=2, sleep=no_sleep))
+    p = ShardProcessor(pipeline, checkpoint_retry=RetryPolicy(attempts=retries, sleep=no_sleep), die=die)
+    p.initialize(
+        messages.InitializeInput(
+            {"action": "initialize", "shardId": SHARD, "sequenceNumber": "TRIM_HORIZON", "subSequenceNumber": 0}
+        )
+    )
+    return p
+
+
+def test_checkpoint_follows_the_flush_of_the_whole_batch() -> None:
+    sink = MemorySink()
+    cp = FakeCheckpointer()
+    recs = records(3)
+    processor(sink).process_records(process_input(recs, cp))
+    assert len(sink.flushed) == 3 and sink.pending == []
+    assert cp.calls == [(recs[-1].sequence_number, 0)]
+
+
+def test_sink_failure_dies_before_any_checkpoint() -> None:
+    def fail(_: int) -> None:
+        raise RetryableError("503 from the target")
+
+    sink = MemorySink(fail=fail)
+    cp = FakeCheckpointer()
+    with pytest.raises(Died):
+        processor(sink).process_records(process_input(records(2), cp))
+    assert cp.calls == [] and sink.flushed == []
+
+
+def test_unexpected_error_in_a_sink_dies_too() -> None:
+    class Broken(MemorySink):
+        def add(self, change: Any) -> None:
+            raise KeyError("bug")
+
+    cp = FakeCheckpointer()
+    with pytest.raises(Died):
+        processor(Broken()).process_records(process_input(records(1), cp))
+    assert cp.calls == []
+
+
+def test_checkpoint_retries_then_dies_on_an_unknown_error() -> None:
+    cp = FakeCheckpointer("ThrottlingException", "IllegalArgumentException")
+    p = processor(MemorySink())
+    with pytest.raises(Died):
+        p.process_records(process_input(records(1), cp))
+    assert len(cp.calls) == 2
+    assert p.metrics.data["checkpoint_retries"] == 1
+
+
+def test_lease_lost_drops_pending_work_and_closes() -> None:
+    sink = MemorySink()
+    p = processor(sink)
+    p.pipeline.add(
+        [RawRecord(payload=shapes.build("INSERT", {"id": "x"}, new={"id": "x"}), where="f:1", shard_id=SHARD)]
+    )
+    assert len(sink.pending) == 1
+    p.lease_lost(messages.LeaseLostInput({"action": "leaseLost"}))
+    assert sink.pending == [] and sink.flushed == [] and sink.closed
+    assert p.metrics.data["state"] == "closed"

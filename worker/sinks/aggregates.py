@@ -1,0 +1,425 @@
+"""Aggregates sink: counts and sums per group in DynamoDB tables, with an exactly-once effect.
+
+Configuration (one sink serves every ``[[aggregates]]`` entry)::
+
+    [[aggregates]]
+    name = "orders_by_status"          # the rows' partition key
+    table = "OrderStats"               # target table (several aggregates may share one)
+    group_by = ["status", "ship.city"] # attribute paths, nested allowed
+    where = { channel = "web", coupon = { exists = true } }   # optional; also { in = [...] }
+    metrics = { orders = "count", revenue = "sum(total)" }
+    missing_group = "skip"             # or "null": items lacking a group attribute
+
+What an item contributes (filter, group, missing groups, non-numeric values,
+exact decimals) is defined in :mod:`worker.sinks.aggregates_spec`.
+
+Target table layout
+-------------------
+Key: ``pk`` (S, HASH) = the aggregate's name; ``sk`` (S, RANGE) = the group as a
+JSON array of its values in ``group_by`` order (``["paid","Paris"]``; numbers
+canonical, no trailing zeros: ``[12.5]``; a missing group under ``"null"`` is
+``[null]``). Attributes:
+
+==============  ====  =============================================================
+``group``       M     path -> value (``{"status": "paid", "ship.city": "Paris"}``)
+``count``       N     items currently in the group
+*metric name*   N     one per metric: a count metric equals ``count``; a sum is exact
+``hwm``         M     shard id -> ``"<40-digit sequence>@<epoch s>"``: bookkeeping
+``updated_at``  S     ISO-8601 UTC time of the last write
+==============  ====  =============================================================
+
+Query one aggregate with ``pk = :name``; averages are ``sum / count``. A group
+that empties keeps its row with ``count`` 0 and every sum 0 (its marks must
+outlive it, see below); ``report()`` and readers should skip such rows.
+Provisioning creates tables as ``PAY_PER_REQUEST``; production tables must have
+that key schema (checked at start). Metrics added to an existing aggregate only
+see changes from then on: rebuild (a fresh table, replay) to backfill.
+
+Exactly-once effect: per-row, per-shard high-water marks
+--------------------------------------------------------
+Each change gives a delta per touched row: minus the old image's contribution,
+plus the new image's (INSERT: +new; REMOVE and TTL expiry: -old; MODIFY: both;
+a no-op nothing; a change leaving a row's contribution equal gives no delta).
+Deltas are buffered per (aggregate, group) **and per record** (shard, sequence).
+At ``flush()`` each touched row gets one ``UpdateItem`` that ``ADD``\\s the sum
+of the deltas of the records *above the row's mark* for their shard, sets
+``hwm[shard]`` to the highest such sequence, and is conditional on
+``attribute_not_exists(hwm[shard]) OR hwm[shard] < first``, ``first`` being the
+lowest sequence in the write (marks are 40-digit zero-padded text, so string
+order is sequence order; no 64-bit overflow). A new row is created under
+``attribute_not_exists(pk)``.
+
+Why this is exact. Invariant: *for every row and shard, the records of that
+shard applied to the row are exactly those touching it with a sequence at or
+below ``hwm[shard]``.* A write keeps it: it applies every buffered record of
+the shard above the mark the sink knows, and the buffer holds every record of
+the shard between the worker's checkpoint and the write (a shard is processed
+in order from a checkpoint, and the checkpoint only moves after a successful
+flush, so records at or below it were already applied by someone, hence lie
+at or below the mark). If the real mark moved since the sink read it (another
+worker, a crash-and-restart) the write is still exact when the condition
+holds (the other writer applied only records below ``first``, none of ours);
+when it fails the sink re-reads the row and recomputes the suffix above the
+new mark, which is empty when everything was applied: the failure then means
+"already applied" and is success. Consequences:
+
+* redelivery with other batch boundaries: records at or below the mark are
+  skipped, per row, so a row that applied a prefix of a flush gets the rest;
+* a crash anywhere (between two row writes, between the writes and the
+  checkpoint): rows are independent, each is applied exactly once by whichever
+  attempt gets there first, and nothing is acknowledged before ``flush()``
+  returned (the pipeline's contract). A TransactWriteItems over all rows is
+  therefore unnecessary: it would double the write cost, cap a flush at 100
+  rows / 4 MB, and make every row conflict when any does;
+* two workers on one shard: their conditional writes serialise per row; the
+  loser re-reads and applies only what is left (usually nothing).
+
+Deltas commute, so shards may interleave in any order (a child shard before its
+parent) and the totals still end at the recomputation from the final items.
+
+Cost per record. One ``UpdateItem`` per touched row per flush, whatever the
+number of records: a record touches at most two rows per aggregate (its old and
+new group), and coalescing makes hot groups cost one write per flush (see
+``bench/aggregates.py``). A write consumes ``ceil(item size / 1 KB)`` WCU; a row
+is about 150 B plus ~90 B per mark. Reads are only needed for rows the sink has
+not seen (one strongly consistent BatchGetItem per 100 rows, then cached from
+each write's ``ALL_NEW`` response) and after a failed condition (which costs 1
+WCU). No transactions (they cost double).
+
+Bounded bookkeeping. DynamoDB Streams keeps records 24 h and rolls shards every
+few hours, so marks of old shards accumulate. Every write to a row also
+``REMOVE``\\s marks written more than ``keep_seconds`` ago (default 30 h: 24 h
+retention + 6 h margin): all records such a mark covers were created before
+that write, hence have left the stream and can never be redelivered. The
+removal is conditional on the mark being still as read (a cached mark may have
+been rewritten meanwhile by a shard that lives longer than usual). A row
+therefore holds one mark per shard that wrote it within the last 30 h (about
+8 generations per concurrently open shard), plus the pseudo-shard below.
+Assumption (as KCL's leases): no write is delayed by more than the margin
+after its records left the stream (a process frozen for 6 h while holding a
+stale batch). Replays of archives older than the retention must go to fresh
+tables: their shards' marks may already be pruned.
+
+Records without a shard id (fixture files, dead-letter replays) use the
+pseudo-shard :data:`LOCAL_SHARD` with their own sequence numbers: feed them in
+stream order. Its mark is never pruned (one entry per row at most).
+
+Failures: throttling, 5xx and connection errors raise ``RetryableError`` (the
+pipeline retries ``flush()`` with backoff and jitter; rows written before the
+error are done and leave the buffer, the rest stay); a missing table, a
+validation error or a total beyond 38 significant digits stops the worker. A
+non-numeric value under a summed attribute adds 0 (the documented rule) and the
+record is parked from :meth:`AggregatesSink.add` with the field at fault (so is
+one whose group is too long for a sort key: it counts nowhere). Known gap of
+the emulator: moto adds numbers with 28 significant digits, DynamoDB with 38.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from worker.diff import Change, ChangeKind
+from worker.errors import FatalError, RecordError, RetryableError
+from worker.sinks.aggregates_spec import (
+    Aggregate,
+    AggregateConfig,
+    Vector,
+    add_vectors,
+    compile_aggregate,
+    deltas,
+    fits_dynamodb,
+    number_text,
+    recompute,
+)
+from worker.sinks.aggregates_store import (
+    COUNT,
+    GROUP,
+    SK,
+    RowId,
+    RowState,
+    RowWrite,
+    ensure_table,
+    query_rows,
+    read_states,
+    write,
+)
+
+if TYPE_CHECKING:
+    from worker.config import Config
+
+__all__ = ["LOCAL_SHARD", "AggregatesSink", "create", "recompute"]
+
+SINK_NAME = "aggregates"
+LOCAL_SHARD = "local"  # the pseudo-shard of records without a shard id
+STREAM_RETENTION_SECONDS = 24 * 3600.0
+HWM_MARGIN_SECONDS = 6 * 3600.0
+KEEP_SECONDS = STREAM_RETENTION_SECONDS + HWM_MARGIN_SECONDS
+
+RecordId = tuple[str, int]  # (shard, sequence)
+RowKey = tuple[int, str]  # (aggregate index, sort key)
+
+
+@dataclass
+class PendingRow:
+    """Buffered deltas of one row, one per record (so a redelivered prefix can be skipped)."""
+
+    aggregate: Aggregate
+    group: tuple[Any, ...]
+    entries: dict[RecordId, Vector] = field(default_factory=dict)
+
+
+@dataclass
+class AggregateStats:
+    writes: int = 0  # successful UpdateItem calls
+    conflicts: int = 0  # failed conditions (re-read and recomputed)
+    reads: int = 0  # rows read (BatchGetItem keys)
+    already_applied: int = 0  # rows whose buffered records were all at or below the mark
+
+
+class AggregatesSink:
+    """The sink (see the module docstring for the mechanism and the table layout).
+
+    ``client`` is a boto3 DynamoDB client (thread-safe; ``concurrency`` rows are
+    written in parallel, 1 writes in order). ``clock`` gives epoch seconds.
+    """
+
+    name = SINK_NAME
+
+    def __init__(
+        self,
+        client: Any,
+        aggregates: Sequence[Aggregate | AggregateConfig],
+        *,
+        clock: Callable[[], float] = time.time,
+        keep_seconds: float = KEEP_SECONDS,
+        concurrency: int = 8,
+        max_rounds: int = 6,
+        cache_rows: int = 100_000,
+        log: Any = None,
+    ) -> None:
+        self.client = client
+        self.aggregates = [
+            a if isinstance(a, Aggregate) else compile_aggregate(a, f"aggregates[{i}]")
+            for i, a in enumerate(aggregates)
+        ]
+        self.clock = clock
+        self.keep_seconds = keep_seconds
+        self.concurrency = max(1, concurrency)
+        self.max_rounds = max_rounds
+        self.cache_rows = cache_rows
+        self.log = log or structlog.get_logger("worker.sinks.aggregates")
+        self.stats = AggregateStats()
+        self._rows: dict[RowKey, PendingRow] = {}
+        self._seen: set[RecordId] = set()
+        self._states: OrderedDict[RowId, RowState] = OrderedDict()
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- Sink -------------------------------------------------------------------------------
+
+    def add(self, change: Change) -> None:
+        """Buffer the change's deltas; park (raise) a record whose new image cannot be summed."""
+        if change.noop:
+            return
+        record = change.record
+        rid: RecordId = (record.shard_id or LOCAL_SHARD, record.sequence)
+        if rid in self._seen:
+            return  # delivered twice into one buffer: its deltas are already here
+        kind = change.kind
+        old = new = None
+        if kind is not ChangeKind.INSERT:
+            old = change.old
+            if old is None:
+                raise RecordError(
+                    "needs the old image (stream view NEW_AND_OLD_IMAGES)", field="dynamodb.OldImage", sink=self.name
+                )
+        if kind is ChangeKind.INSERT or kind is ChangeKind.MODIFY:
+            new = change.new
+            if new is None:
+                raise RecordError(
+                    "needs the new image (stream view NEW_AND_OLD_IMAGES)", field="dynamodb.NewImage", sink=self.name
+                )
+        row_deltas, faults = deltas(self.aggregates, old, new)
+        for d in row_deltas:
+            row = self._rows.get((d.index, d.key))
+            if row is None:
+                row = self._rows[(d.index, d.key)] = PendingRow(self.aggregates[d.index], d.group)
+            row.entries[rid] = d.vector
+        self._seen.add(rid)
+        if faults:
+            raise RecordError(
+                "; ".join(f"{name}: {f.reason}" for name, f in faults),
+                field=f"dynamodb.NewImage.{faults[0][1].path}",
+                sink=self.name,
+            )
+
+    def flush(self) -> Sequence[RecordError]:
+        """Write one conditional update per touched row; returns when all are durable."""
+        pending = list(self._rows)
+        for _ in range(self.max_rounds):
+            if not pending:
+                break
+            unknown = [self._row_id(k) for k in pending if self._row_id(k) not in self._states]
+            if unknown:
+                self.stats.reads += len(unknown)
+                for rid, state in read_states(self.client, unknown).items():
+                    self._remember(rid, state)
+            pending = self._apply(pending)
+        if pending:
+            raise RetryableError(f"aggregates: {len(pending)} row(s) still contended after {self.max_rounds} rounds")
+        self._seen.clear()
+        return ()
+
+    def close(self) -> None:
+        self._rows.clear()
+        self._seen.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    # -- report -----------------------------------------------------------------------------
+
+    def report(self) -> dict[str, list[dict[str, Any]]]:
+        """Each aggregate's non-empty rows: ``{"group": {...}, "metrics": {...}}`` in row-key order."""
+        return {agg.name: report_rows(agg, query_rows(self.client, agg.table, agg.name)) for agg in self.aggregates}
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _row_id(self, key: RowKey) -> RowId:
+        agg = self.aggregates[key[0]]
+        return (agg.table, agg.name, key[1])
+
+    def _remember(self, rid: RowId, state: RowState) -> None:
+        self._states[rid] = state
+        self._states.move_to_end(rid)
+        while len(self._states) > max(self.cache_rows, len(self._rows)):  # never evict a row being flushed
+            self._states.popitem(last=False)
+
+    def _plan(self, key: RowKey, now: float) -> RowWrite | None:
+        """The write that applies this row's records above its marks (``None``: all applied)."""
+        row = self._rows[key]
+        state = self._states[self._row_id(key)]
+        agg = row.aggregate
+        total = agg.zero()
+        marks: dict[str, tuple[int, int]] = {}
+        for (shard, seq), delta in row.entries.items():
+            applied = state.applied(shard)
+            if applied is not None and seq <= applied:
+                continue
+            total = add_vectors(total, delta)
+            first, last = marks.get(shard, (seq, seq))
+            marks[shard] = (min(first, seq), max(last, seq))
+        if not marks:
+            return None
+        adds: list[tuple[str, Decimal]] = [(COUNT, total[0])]
+        sums = iter(total[1:])
+        for m in agg.metrics:
+            if m.path is None:
+                if m.name != COUNT:
+                    adds.append((m.name, total[0]))
+            else:
+                adds.append((m.name, next(sums)))
+        for attr, d in adds:
+            if not fits_dynamodb(d):
+                raise FatalError(f"aggregate {agg.name} group {key[1]}: {attr} delta {d} exceeds 38 significant digits")
+        prune = state.stale(now, self.keep_seconds, [*marks, LOCAL_SHARD]) if state.exists else []
+        return RowWrite(
+            table=agg.table,
+            pk=agg.name,
+            sk=key[1],
+            group=dict(zip(agg.group_by, row.group, strict=True)),
+            deltas=adds,
+            marks=marks,
+            create=not state.exists,
+            prune=prune,
+        )
+
+    def _apply(self, keys: list[RowKey]) -> list[RowKey]:
+        """Write every row that needs it; the rows whose condition failed (to re-read)."""
+        now = self.clock()
+        plans: list[tuple[RowKey, RowWrite]] = []
+        conflicts: list[RowKey] = []
+        for key in keys:
+            if self._row_id(key) not in self._states:  # evicted by a flush larger than the cache
+                conflicts.append(key)
+                continue
+            plan = self._plan(key, now)
+            if plan is None:
+                self.stats.already_applied += 1
+                del self._rows[key]
+            else:
+                plans.append((key, plan))
+
+        def settle(key: RowKey, state: RowState | None) -> None:
+            rid = self._row_id(key)
+            if state is None:  # someone moved the mark (or created the row) first: re-read
+                self.stats.conflicts += 1
+                self._states.pop(rid, None)
+                conflicts.append(key)
+                self.log.debug("aggregate row contended", table=rid[0], aggregate=rid[1], group=rid[2])
+                return
+            self.stats.writes += 1
+            self._remember(rid, state)
+            del self._rows[key]
+
+        if self.concurrency == 1 or len(plans) <= 1:
+            for key, plan in plans:
+                settle(key, write(self.client, plan, now))
+            return conflicts
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="aggregates")
+        futures = [(key, self._pool.submit(write, self.client, plan, now)) for key, plan in plans]
+        failure: BaseException | None = None
+        for key, fut in futures:
+            try:
+                state = fut.result()
+            except BaseException as exc:  # every write settles before the first error surfaces
+                failure = failure or exc
+                continue
+            settle(key, state)
+        if failure is not None:
+            raise failure
+        return conflicts
+
+
+def report_rows(agg: Aggregate, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Report entries of an aggregate's stored rows (decoded items); all-zero rows are empty groups."""
+    out = []
+    for row in sorted(rows, key=lambda r: str(r[SK])):
+        values = row_vector(agg, row)
+        if all(v.is_zero() for v in values.values()):
+            continue
+        group = row.get(GROUP) or {}
+        metrics = {m.name: int(values[m.name]) if m.path is None else number_text(values[m.name]) for m in agg.metrics}
+        out.append({"group": agg.group_dict([group.get(path) for path in agg.group_by]), "metrics": metrics})
+    return out
+
+
+def row_vector(agg: Aggregate, row: dict[str, Any]) -> dict[str, Decimal]:
+    """A stored row's ``count`` and metric attributes (absent: 0)."""
+    out = {COUNT: _number(row.get(COUNT))}
+    for m in agg.metrics:
+        out[m.name] = _number(row.get(m.name))
+    return out
+
+
+def _number(v: Any) -> Decimal:
+    return v if isinstance(v, Decimal) else Decimal(0)
+
+
+def create(cfg: Config, *, provision: bool = False) -> AggregatesSink:
+    """The sink for every ``[[aggregates]]``; checks (or, with ``provision``, creates) the tables."""
+    from worker.aws import client
+
+    ddb = client(cfg, "dynamodb")
+    sink = AggregatesSink(ddb, cfg.aggregates)
+    for table in sorted({a.table for a in sink.aggregates}):
+        ensure_table(ddb, table, create=provision)
+    return sink
