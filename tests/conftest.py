@@ -15,6 +15,17 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
 
 
+# The integration tier needs a real external server; it is collected only when one is named.
+INTEGRATION_SERVERS = ("OPENSEARCH_URL",)
+collect_ignore_glob = [] if any(os.environ.get(v) for v in INTEGRATION_SERVERS) else ["integration/*"]
+
+
+def pytest_report_header() -> str:
+    if collect_ignore_glob:
+        return "integration tier: not collected (set OPENSEARCH_URL to run it against a real cluster)"
+    return "integration tier: collected (OPENSEARCH_URL is set)"
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[Moto]:
     """One moto server (a child process) per test session/worker."""

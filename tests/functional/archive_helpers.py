@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
 import boto3
+import pytest
+import structlog
 
 from worker import config
 from worker.records import RawRecord
@@ -19,6 +22,16 @@ PARENT = "shardId-00000001763700000000-aaaa0001"
 CHILD = "shardId-00000001763790000000-bbbb0002"
 OTHER = "shardId-00000001763700000001-cccc0003"
 STATUSES = ("new", "paid", "shipped")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """``cli.main`` configures logging to the (captured) stderr; later tests must not write there."""
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield
+    structlog.reset_defaults()
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
 
 
 def s3_client(url: str) -> Any:

@@ -14,7 +14,9 @@ BUNDLED = ROOT / "config" / "fixtures" / "orders.jsonl"
 
 
 def worker(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "worker", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args], check=False, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ final items says it should be.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,11 +42,12 @@ def final_items() -> tuple[dict[str, dict], int]:
 def test_local_run_over_bundled_fixtures_matches_a_recomputation(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "worker", "local", "--json"],
+        check=False,
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
-        env={**__import__("os").environ, "WORKER__DEADLETTER__URL": str(tmp_path / "dead")},
+        env={**os.environ, "WORKER__DEADLETTER__URL": str(tmp_path / "dead")},
     )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
@@ -73,7 +75,7 @@ def test_local_run_over_bundled_fixtures_matches_a_recomputation(tmp_path: Path)
 
 def test_human_summary_names_every_sink() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "worker", "local"], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "worker", "local"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0, run.stderr
     out = run.stdout

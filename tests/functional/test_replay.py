@@ -8,14 +8,22 @@ import datetime as dt
 import gzip
 import io
 import json
-import logging
 from pathlib import Path
 
 import orjson
 import pytest
-import structlog
 
-from tests.functional.archive_helpers import CHILD, OTHER, PARENT, T0, make_cfg, s3_client, seq_of, stream
+from tests.functional.archive_helpers import (  # noqa: F401 (a fixture)
+    CHILD,
+    OTHER,
+    PARENT,
+    T0,
+    make_cfg,
+    restore_logging,
+    s3_client,
+    seq_of,
+    stream,
+)
 from worker import cli
 from worker.commands import replay
 from worker.pipeline import Pipeline
@@ -29,14 +37,7 @@ from worker.sources import archive
 UTC = dt.UTC
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """``cli.main`` configures logging to the (captured) stderr; later tests must not write there."""
-    handlers, level = logging.root.handlers[:], logging.root.level
-    yield
-    structlog.reset_defaults()
-    logging.root.handlers[:] = handlers
-    logging.root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def live(url, data, *, redeliver=True, max_records=25):

@@ -9,13 +9,11 @@ into an empty table gives the same aggregates and refuses a table that is not em
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
-import structlog
 
-from tests.functional.archive_helpers import CHILD, OTHER, PARENT, T0, stream
+from tests.functional.archive_helpers import CHILD, OTHER, PARENT, T0, restore_logging, stream  # noqa: F401 (a fixture)
 from worker import cli, config
 from worker.app import build_pipeline
 from worker.sinks import aggregates, search
@@ -23,13 +21,7 @@ from worker.sinks import aggregates, search
 UTC_RANGE = ["--since", "2025-11-21", "--until", "2025-11-24"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    handlers, level = logging.root.handlers[:], logging.root.level
-    yield
-    structlog.reset_defaults()
-    logging.root.handlers[:] = handlers
-    logging.root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def write_config(path: Path, moto: str, osmem: str, *, table: str, index: str, tmp: Path) -> Path:

@@ -124,6 +124,10 @@ class Options:
             "into": self.into,
         }
 
+    def resume_hint(self) -> str:
+        """How to continue this run (relative times like ``24h`` would name another range later)."""
+        return f"continue with the same options and --since {_iso(self.since)} --until {_iso(self.until)} --resume"
+
     def run_id(self) -> str:
         import orjson
 
@@ -430,8 +434,6 @@ class Summary:
             )
         if self.misplaced:
             lines.append(f"  WARNING: {len(self.misplaced)} records below their object's first sequence number")
-        if not self.complete:
-            lines.append("  INCOMPLETE: resume with --resume")
         return "\n".join(lines) + "\n"
 
 
@@ -448,7 +450,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = execute(cfg, opts)
     except KeyboardInterrupt:
-        print(f"\nworker replay: interrupted; progress is in {opts.state}; continue with --resume", file=sys.stderr)
+        print(f"\nworker replay: interrupted; progress is in {opts.state}; {opts.resume_hint()}", file=sys.stderr)
         return 130
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(summary.as_dict(), option=orjson.OPT_SORT_KEYS) + b"\n")
@@ -571,7 +573,8 @@ def execute(
         flush()
     except StopProcessing:
         progress.clear()
-        logger.error("replay stopped; the progress file has everything flushed so far", state=summary.state)
+        logger.error("replay stopped; everything flushed so far is in the progress file", state=summary.state)
+        logger.error(opts.resume_hint())
         raise
     finally:
         loader.close()

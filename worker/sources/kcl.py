@@ -190,7 +190,8 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
             if not exc.exhausted and exc.error not in LEASE_GONE_ERRORS:
                 raise
             self.log.warning("final checkpoint not written", error=exc.error, sequence=seq)
-        self.log.info("shutdown requested; checkpointed", sequence=seq)
+        else:
+            self.log.info("shutdown requested; checkpointed", sequence=seq)
         self.metrics.update(self.pipeline.stats)
 
     def _checkpoint(self, checkpointer: Any, sequence: str | None, sub: int | None, created: float | None) -> None:
