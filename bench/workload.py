@@ -91,7 +91,11 @@ def new_item(rng: random.Random, n: int, created: int) -> dict[str, Any]:
         "paid": False,
         "coupon": None,
         "checksum": rng.randbytes(16),
-        "shipping": {"method": rng.choice(_METHODS), "cost": _money(rng, 0, 25), "eta_days": Decimal(rng.randint(1, 9))},
+        "shipping": {
+            "method": rng.choice(_METHODS),
+            "cost": _money(rng, 0, 25),
+            "eta_days": Decimal(rng.randint(1, 9)),
+        },
         "notes": _notes(rng),
     }
 
@@ -198,7 +202,12 @@ def _key(item: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Workload:
-    """The same records as adapter JSON text and as multilang records (parsed, as kclpy hands them over)."""
+    """The same records as adapter JSON text and as multilang records (parsed, as kclpy hands them over).
+
+    Only these compact forms are kept: :class:`RawRecord` objects are made as a
+    source makes them, one batch at a time, so that a benchmark's heap holds
+    what a worker's does (the current batch) and not the whole workload.
+    """
 
     adapter: list[bytes]
     multilang: list[dict[str, Any]]
@@ -208,16 +217,25 @@ class Workload:
     def __len__(self) -> int:
         return len(self.adapter)
 
+    def adapter_records(self) -> Iterator[RawRecord]:
+        """Adapter JSON text as the pipeline's input, one record at a time."""
+        shard = self.shard_id
+        for text, m in zip(self.adapter, self.multilang, strict=True):
+            yield RawRecord(text, f"{shard}/{m['sequenceNumber']}", shard)
+
+    def multilang_batches(self, size: int = 1000) -> Iterator[list[RawRecord]]:
+        """Multilang records (``data`` = base64 adapter JSON) in batches, as the KCL source hands them over."""
+        shard = self.shard_id
+        for chunk in batches(self.multilang, size):
+            yield [RawRecord(m, f"{shard}/{m['sequenceNumber']}", shard) for m in chunk]
+
     def raw_adapter(self) -> list[RawRecord]:
-        """Adapter JSON text as the pipeline's input."""
-        return [RawRecord(text, f"{self.shard_id}/{seq}", self.shard_id) for text, seq in zip(self.adapter, self._seqs(), strict=True)]
+        """Every record as adapter JSON text, at once."""
+        return list(self.adapter_records())
 
     def raw_multilang(self) -> list[RawRecord]:
-        """Multilang records (``data`` = base64 adapter JSON) as the KCL source hands them to the pipeline."""
-        return [RawRecord(m, f"{self.shard_id}/{m['sequenceNumber']}", self.shard_id) for m in self.multilang]
-
-    def _seqs(self) -> list[str]:
-        return [m["sequenceNumber"] for m in self.multilang]
+        """Every record as a multilang record, at once."""
+        return [r for batch in self.multilang_batches() for r in batch]
 
 
 def generate(n: int, seed: int = 1) -> Workload:

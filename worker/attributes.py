@@ -149,34 +149,33 @@ def decode_item(wire: Any, path: str) -> Item:
 Compare = Callable[[Value, Value, str, list[str]], None]
 
 
-def walk_raw(old: Any, new: Any, path: str, out: list[str], compare: Compare, fields: tuple[str, str]) -> None:
+def walk_raw(old: Any, new: Any, path: str, out: list[str], *, compare: Compare, fields: tuple[str, str]) -> None:
     """Append to ``out`` the paths where two raw AttributeValues differ, decoding only what differs.
 
-    Equal raw values are equal decoded values, so they are skipped undecoded;
-    two maps or two lists are descended in step (paths ``a.b``, ``a[1]``, the
-    same order as a walk of the decoded values); anything else that differs is
+    Equal raw values are equal decoded values, so equal parts are skipped
+    undecoded; two maps or two lists are descended in step (paths ``a.b``,
+    ``a[1]``, the order of a walk of the decoded values); anything else is
     decoded and handed to ``compare`` (the diff's walk of decoded values).
     ``fields`` are the old and new images' error paths (``dynamodb.OldImage``).
     """
     if old == new:
         return
     if type(old) is dict and type(new) is dict and len(old) == 1 and len(new) == 1:
-        ((tag, ov),) = old.items()
-        ((new_tag, nv),) = new.items()
         # The common cases, decided without decoding; anything else (other tags,
         # malformed values) is decoded below, where errors get their path.
-        if tag != new_tag:
+        tag = next(iter(old))
+        ov, nv = old[tag], new.get(tag, _ABSENT)
+        if nv is _ABSENT:  # another type
             pass
         elif tag == "S":  # two different strings
             if type(ov) is str and type(nv) is str:
                 out.append(path)
                 return
-        elif tag == "BOOL":
-            if type(ov) is bool and type(nv) is bool:
-                out.append(path)
-                return
         elif tag == "N":  # numbers differ by value, not by text ("1" equals "1.0")
             if type(ov) is str and type(nv) is str:
+                if ov.isdigit() and nv.isdigit() and ov[0] != "0" and nv[0] != "0" and ov.isascii() and nv.isascii():
+                    out.append(path)  # two different integers in plain form (versions, counters, times)
+                    return
                 try:
                     a, b = Decimal(ov), Decimal(nv)
                 except ArithmeticError:  # decimal.InvalidOperation
@@ -186,23 +185,29 @@ def walk_raw(old: Any, new: Any, path: str, out: list[str], compare: Compare, fi
                         if a != b:
                             out.append(path)
                         return
-        elif tag == "M":
-            if type(ov) is dict and type(nv) is dict:
-                for k, v in nv.items():
-                    sub = f"{path}.{k}"
-                    if k in ov:
-                        walk_raw(ov[k], v, sub, out, compare, fields)
-                    else:
-                        out.append(sub)
-                out.extend(f"{path}.{k}" for k in ov if k not in nv)
-                return
+        elif tag == "M" and type(ov) is dict and type(nv) is dict:
+            for k, v in nv.items():
+                o = ov.get(k, _ABSENT)
+                if o is _ABSENT:
+                    out.append(f"{path}.{k}")
+                elif o != v:
+                    walk_raw(o, v, f"{path}.{k}", out, compare=compare, fields=fields)
+            out.extend(f"{path}.{k}" for k in ov if k not in nv)
+            return
         elif tag == "L" and type(ov) is list and type(nv) is list:
             common = min(len(ov), len(nv))
             for i in range(common):
-                walk_raw(ov[i], nv[i], f"{path}[{i}]", out, compare, fields)
+                if ov[i] != nv[i]:
+                    walk_raw(ov[i], nv[i], f"{path}[{i}]", out, compare=compare, fields=fields)
             out.extend(f"{path}[{i}]" for i in range(common, max(len(ov), len(nv))))
             return
+        elif tag == "BOOL" and type(ov) is bool and type(nv) is bool:
+            out.append(path)
+            return
     compare(decode_value(old, f"{fields[0]}.{path}"), decode_value(new, f"{fields[1]}.{path}"), path, out)
+
+
+_ABSENT = object()
 
 
 class _NotFast(Exception):
@@ -248,9 +253,8 @@ def _fast(av: Any) -> Value:
                     return numbers
         elif tag == "B":
             return _binary(v, "")
-        elif tag == "BS":
-            if type(v) is list:
-                return frozenset(_binary(x, "") for x in v)
+        elif tag == "BS" and type(v) is list:
+            return frozenset(_binary(x, "") for x in v)
     raise _NotFast
 
 

@@ -122,14 +122,15 @@ class Pipeline:
     def add_record(self, record: StreamRecord) -> Change | None:
         """Add an already decoded record (sources that decode themselves, e.g. replays)."""
         stats = self.stats
-        stats.kinds[record.event_name.value] += 1
+        # _value_ is the plain attribute behind Enum.value (a Python-level property): per record
+        stats.kinds[record.event_name._value_] += 1
         try:
             change = diff(record)
         except RecordError as exc:
             self._park(exc.located(record.location, record.original()))
             self._advance(record.shard_id or record.where, record.sequence_number, record.where)
             return None
-        stats.changes["noop" if change.noop else change.kind.value] += 1
+        stats.changes["noop" if change.noop else change.kind._value_] += 1
         for sink in self.sinks:
             try:
                 sink.add(change)

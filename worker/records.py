@@ -48,7 +48,9 @@ from worker.errors import RecordError
 
 UTC = dt.UTC
 _IMAGE_FIELDS = ("dynamodb.OldImage", "dynamodb.NewImage")
-_ABSENT = object()
+_ABSENT = object()  # an attribute missing from one image
+_UNREAD = object()  # an image present in the record's text, parsed from it when read
+_Raw = msgspec.Raw
 _MS_THRESHOLD = 1e11
 
 
@@ -96,11 +98,21 @@ class StreamRecord:
     ttl_delete: bool
     table: str | None
     where: str
+    # A record from JSON text (``_text`` set) keeps the text, its keys as msgspec.Raw
+    # values and, instead of its images, what the diff needs: ``_changes`` (MODIFY:
+    # name, old and new raw value of each changed top-level attribute, flat) or ``_names``
+    # (INSERT/REMOVE: the image's attribute names). ``_old``/``_new`` are then
+    # ``None`` (no image) or ``_UNREAD``: the images are parsed from the text when
+    # something reads them. A batch held by the sinks so costs a few objects per
+    # record instead of one per attribute. Otherwise the keys and images are
+    # mappings of AttributeValue dicts.
     _keys: Mapping[str, Any] = field(repr=False)
-    _old: Mapping[str, Any] | None = field(repr=False)
-    _new: Mapping[str, Any] | None = field(repr=False)
+    _old: Any = field(repr=False)
+    _new: Any = field(repr=False)
     _original: Mapping[str, Any] | None = field(repr=False)  # None: parsed from _text on demand
-    _text: bytes | str | None = field(default=None, repr=False)  # JSON text; image values are then msgspec.Raw
+    _text: bytes | str | None = field(default=None, repr=False)
+    _changes: tuple[Any, ...] | None = field(default=None, repr=False)
+    _names: tuple[str, ...] | None = field(default=None, repr=False)
 
     @cached_property
     def sequence(self) -> int:
@@ -113,26 +125,48 @@ class StreamRecord:
     @cached_property
     def old_image(self) -> Item | None:
         """The item before the change; ``None`` when the record has no old image."""
-        return self._decode(self._old, "dynamodb.OldImage")
+        return None if self._old is None else self._decode(self._image(0), "dynamodb.OldImage")
 
     @cached_property
     def new_image(self) -> Item | None:
         """The item after the change; ``None`` when the record has no new image."""
-        return self._decode(self._new, "dynamodb.NewImage")
+        return None if self._new is None else self._decode(self._image(1), "dynamodb.NewImage")
 
     def old_value(self, name: str) -> Value:
         """One top-level attribute of the old image (``None`` if absent), decoding only it."""
-        return self._attr(self._old, name, "dynamodb.OldImage")
+        return self._attr(self._attributes[0], name, "dynamodb.OldImage")
 
     def new_value(self, name: str) -> Value:
         """One top-level attribute of the new image (``None`` if absent), decoding only it."""
-        return self._attr(self._new, name, "dynamodb.NewImage")
+        return self._attr(self._attributes[1], name, "dynamodb.NewImage")
 
     def has_old(self, name: str) -> bool:
-        return bool(self._old) and name in self._old  # type: ignore[operator]
+        return name in self._attributes[0]
 
     def has_new(self, name: str) -> bool:
-        return bool(self._new) and name in self._new  # type: ignore[operator]
+        return name in self._attributes[1]
+
+    @cached_property
+    def _attributes(self) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        """Both images' top-level AttributeValues, undecoded (``{}`` for no image)."""
+        return self._image(0), self._image(1)
+
+    def _image(self, which: int) -> Mapping[str, Any]:
+        """One image's AttributeValues (0: old, 1: new): the cached ones if any, else parsed
+        now and not kept (whoever decodes a whole image keeps the decoded one)."""
+        cached = self.__dict__.get("_attributes")
+        if cached is not None:
+            return cached[which]  # type: ignore[no-any-return]
+        image = self._new if which else self._old
+        if image is _UNREAD:
+            return _READ_IMAGE[which](self._text).dynamodb.image or {}  # type: ignore[arg-type]
+        return image or {}
+
+    def _raw_changes(self) -> tuple[Any, ...]:
+        if self._changes is not None:
+            return self._changes
+        old, new = self._attributes
+        return _raw_changes(old, new)
 
     def changed_paths(self, compare: Compare) -> list[str]:
         """Paths where the images differ, in the order of :meth:`changed_attributes`.
@@ -142,29 +176,25 @@ class StreamRecord:
         parts that differ (:func:`~worker.attributes.walk_raw`), and ``compare``
         walks those decoded values. Nothing else is decoded.
         """
-        old = self._old or {}
-        new = self._new or {}
-        load = _load_raw if self._text is not None else None
         out: list[str] = []
         try:
-            for k, v in new.items():
-                o = old.get(k, _ABSENT)
-                if o is _ABSENT:
+            flat = iter(self._raw_changes())
+            for k, o, n in zip(flat, flat, flat, strict=True):
+                if o is _ABSENT or n is _ABSENT:
                     out.append(k)
-                elif o != v:
-                    if load is None:
-                        walk_raw(o, v, k, out, compare, _IMAGE_FIELDS)
-                    else:
-                        walk_raw(load(o), load(v), k, out, compare, _IMAGE_FIELDS)
+                elif type(o) is _Raw:  # kept raw from the text: parsed only now
+                    walk_raw(_load_raw(o), _load_raw(n), k, out, compare=compare, fields=_IMAGE_FIELDS)
+                else:
+                    walk_raw(o, n, k, out, compare=compare, fields=_IMAGE_FIELDS)
         except RecordError as exc:
             raise exc.located(self.location, self.original()) from None
-        out.extend(k for k in old if k not in new)
         return out
 
     def attribute_names(self, *, new: bool) -> list[str]:
         """Top-level attribute names of the new (or old) image, without decoding values."""
-        image = self._new if new else self._old
-        return list(image) if image else []
+        if self._names is not None and (self._new if new else self._old) is not None:
+            return list(self._names)
+        return list(self._attributes[1 if new else 0])
 
     def changed_attributes(self) -> list[str]:
         """Top-level attribute names whose raw values differ between the images.
@@ -172,11 +202,7 @@ class StreamRecord:
         Raw equality implies equality; raw inequality may still be equal once
         decoded (a set in another order), which the diff settles by decoding.
         """
-        old = self._old or {}
-        new = self._new or {}
-        out = [k for k, v in new.items() if old.get(k) != v]
-        out.extend(k for k in old if k not in new)
-        return out
+        return list(self._raw_changes()[::3])
 
     @property
     def location(self) -> str:
@@ -200,24 +226,40 @@ class StreamRecord:
         """The original record as JSON; bytes become base64 and datetimes epoch seconds."""
         return to_json(self.original())
 
-    def _decode(self, wire: Mapping[str, Any] | None, path: str) -> Item | None:
-        if wire is None:
-            return None
+    def _decode(self, wire: Mapping[str, Any], path: str) -> Item:
         try:
-            if self._text is not None:  # raw JSON values, parsed only now
+            if self._text is not None and wire is self._keys:  # kept raw from the text: parsed only now
                 return {k: decode_value(_load_raw(av), f"{path}.{k}") for k, av in wire.items()}
             return decode_item(wire, path)
         except RecordError as exc:
             raise exc.located(self.location, self.original()) from None
 
-    def _attr(self, wire: Mapping[str, Any] | None, name: str, path: str) -> Value:
-        if not wire or name not in wire:
+    def _attr(self, attrs: Mapping[str, Any], name: str, path: str) -> Value:
+        if name not in attrs:
             return None
-        av = wire[name]
+        av = attrs[name]
         try:
-            return decode_value(_load_raw(av) if self._text is not None else av, f"{path}.{name}")
+            return decode_value(_load_raw(av) if type(av) is _Raw else av, f"{path}.{name}")
         except RecordError as exc:
             raise exc.located(self.location, self.original()) from None
+
+
+def _raw_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[Any, ...]:
+    """``name, old, new`` (flat: one tuple for the garbage collector to see, not one per
+    attribute) for each top-level attribute whose raw values differ, ``_ABSENT`` for a
+    missing side: in the new image's order, then the names only in the old image."""
+    out: list[Any] = []
+    added = 0
+    for k, v in new.items():
+        o = old.get(k, _ABSENT)
+        if o != v:
+            out += (k, o, v)
+            added += o is _ABSENT
+    if len(new) - added != len(old):  # some names are only in the old image
+        for k, v in old.items():
+            if k not in new:
+                out += (k, v, _ABSENT)
+    return tuple(out)
 
 
 def to_json(obj: Any) -> bytes:
@@ -247,6 +289,8 @@ def decode(raw: RawRecord) -> StreamRecord:
         if fast is not None:
             return fast
         obj = parse_json(payload, raw.where)
+    elif type(payload) is dict and "dynamodb" not in payload and type(payload.get("data")) is str:
+        return _decode_multilang(payload, raw.where, raw.shard_id)  # what the KCL source hands over
     else:
         obj = payload
     return decode_mapping(obj, where=raw.where, shard_id=raw.shard_id)
@@ -346,6 +390,30 @@ _read_wire = msgspec.json.Decoder(_WireRecord).decode
 _load_raw = msgspec.json.Decoder().decode
 
 
+class _OldImage(msgspec.Struct, gc=False, rename={"image": "OldImage"}):
+    image: dict[str, Any] | None = None
+
+
+class _NewImage(msgspec.Struct, gc=False, rename={"image": "NewImage"}):
+    image: dict[str, Any] | None = None
+
+
+class _OldOf(msgspec.Struct, gc=False):
+    """A record read again for one image, parsed whole this time (everything else skipped)."""
+
+    dynamodb: _OldImage
+
+
+class _NewOf(msgspec.Struct, gc=False):
+    dynamodb: _NewImage
+
+
+_READ_IMAGE = (msgspec.json.Decoder(_OldOf).decode, msgspec.json.Decoder(_NewOf).decode)
+
+
+_STAMPS: dict[int, dt.datetime] = {}  # ApproximateCreationDateTime -> created_at, recent ones
+
+
 def _no_record(fld: str, msg: str) -> RecordError:
     return RecordError(msg, field=fld)
 
@@ -371,10 +439,23 @@ def _decode_text(text: bytes | str, where: str, shard_id: str | None) -> StreamR
         return None
     if size is not None and type(size) is not int:
         return None
-    try:
-        created = _timestamp(ddb.ApproximateCreationDateTime, _no_record)
-    except RecordError:
-        return None
+    stamp = ddb.ApproximateCreationDateTime
+    created = _STAMPS.get(stamp) if type(stamp) is int else None  # many records share a second
+    if created is None:
+        try:
+            created = _timestamp(stamp, _no_record)
+        except RecordError:
+            return None
+        if type(stamp) is int:
+            if len(_STAMPS) >= 4096:
+                _STAMPS.clear()
+            _STAMPS[stamp] = created
+    old, new = ddb.OldImage or None, ddb.NewImage or None  # {} is the adapter's "no image"
+    changes = names = None
+    if event is EventName.MODIFY:
+        changes = _raw_changes(old or {}, new or {})
+    elif (old is None) != (new is None):
+        names = tuple(old or new)  # type: ignore[arg-type]
     return _record(
         event_name=event,
         sequence_number=seq,
@@ -383,20 +464,22 @@ def _decode_text(text: bytes | str, where: str, shard_id: str | None) -> StreamR
         created_at=created,
         size_bytes=size,
         view_type=view_type,
-        ttl_delete=_is_ttl(wire.userIdentity),
+        ttl_delete=wire.userIdentity is not None and _is_ttl(wire.userIdentity),
         table=_table(wire.tableName, wire.eventSourceARN),
         where=where,
         _keys=ddb.Keys,
-        _old=ddb.OldImage or None,  # {} is the adapter's "no image"
-        _new=ddb.NewImage or None,
+        _old=None if old is None else _UNREAD,
+        _new=None if new is None else _UNREAD,
         _original=None,
         _text=text,
+        _changes=changes,
+        _names=names,
     )
 
 
 def _record(**fields: Any) -> StreamRecord:
-    """``StreamRecord(**fields)`` with every field given, without the frozen ``__init__``'s
-    one ``object.__setattr__`` per field (the same instance, in a third of the time)."""
+    """``StreamRecord(**fields)`` with every field given: the same instance without the
+    frozen ``__init__``'s one ``object.__setattr__`` call per field (per record, it shows)."""
     record: StreamRecord = object.__new__(StreamRecord)
     record.__dict__.update(fields)
     return record
@@ -458,7 +541,7 @@ def _from_epoch(secs: float) -> dt.datetime:
 
 def _is_ttl(identity: Any) -> bool:
     """True for deletions made by DynamoDB's TTL process (any key casing)."""
-    if not isinstance(identity, Mapping):
+    if identity is None or not isinstance(identity, Mapping):
         return False
     lowered = {str(k).lower(): v for k, v in identity.items()}
     return lowered.get("type") == "Service" and lowered.get("principalid") == "dynamodb.amazonaws.com"
