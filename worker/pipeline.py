@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from worker.diff import Change, ChangeKind, diff
+from worker.diff import Change, diff
 from worker.errors import Action, FatalError, RecordError, action_of
 from worker.records import RawRecord, StreamRecord, decode
 from worker.retry import RetryPolicy
@@ -114,7 +114,7 @@ class Pipeline:
         try:
             record = decode(raw)
         except RecordError as exc:
-            self._park(exc.located(raw.where, _payload(raw)))
+            self.park(exc.located(raw.where, _payload(raw)))
             self._advance(raw.shard_id or raw.where, None, raw.where)
             return None
         return self.add_record(record)
@@ -127,7 +127,7 @@ class Pipeline:
         try:
             change = diff(record)
         except RecordError as exc:
-            self._park(exc.located(record.location, record.original()))
+            self.park(exc.located(record.location, record.original()))
             self._advance(record.shard_id or record.where, record.sequence_number, record.where)
             return None
         stats.changes["noop" if change.noop else change.kind._value_] += 1
@@ -137,10 +137,10 @@ class Pipeline:
             except RecordError as exc:
                 err = exc.located(record.location, record.original())
                 err.sink = err.sink or sink.name
-                self._park(err)
+                self.park(err)
             except Exception as exc:
                 if action_of(exc) is Action.PARK:  # a WorkerError subclass with PARK
-                    self._park(RecordError(str(exc), where=record.location, payload=record.original(), sink=sink.name))
+                    self.park(RecordError(str(exc), where=record.location, payload=record.original(), sink=sink.name))
                     continue
                 raise StopProcessing(f"{sink.name}: add failed at {record.location}: {exc}") from exc
         self._advance(record.shard_id or record.where, record.sequence_number, record.where)
@@ -169,7 +169,7 @@ class Pipeline:
                 secs[sink.name] = secs.get(sink.name, 0.0) + self.clock() - started
             for err in rejected:
                 err.sink = err.sink or sink.name
-                self._park(err)
+                self.park(err)
         try:
             self.retry.call(self.deadletters.flush, "flush dead letters")
         except Exception as exc:
@@ -201,7 +201,9 @@ class Pipeline:
         if sequence is not None:
             self._pending[shard] = sequence
 
-    def _park(self, error: RecordError) -> None:
+    def park(self, error: RecordError) -> None:
+        """Park one record found bad outside the pipeline's own path (e.g. a damaged archive line):
+        logged, counted, and durable with the next flush, before any checkpoint."""
         self.stats.deadletters += 1
         shard, _, seq = error.where.rpartition("/")
         if not seq.isdigit():  # a file:line place, not shard/sequence
@@ -225,13 +227,3 @@ class Pipeline:
 def _payload(raw: RawRecord) -> Any:
     p = raw.payload
     return p.decode("utf-8", "replace") if isinstance(p, bytes) else p
-
-
-def count_kinds(changes: Iterable[Change]) -> dict[str, int]:
-    out: Counter[str] = Counter()
-    for c in changes:
-        out["noop" if c.noop else c.kind.value] += 1
-    return dict(out)
-
-
-__all__ = ["ChangeKind", "Pipeline", "Position", "Stats", "StopProcessing"]

@@ -592,11 +592,10 @@ def execute(
 
 def _park(pipeline: Any, error: Any, logger: Any) -> None:
     """Report a damaged line with its ``s3://bucket/key:line`` and park it (unless a dry run)."""
-    logger.error(
-        "damaged archive line", where=error.where, error=error.reason, field=error.field, parked=pipeline is not None
-    )
-    if pipeline is not None:
-        pipeline.deadletters.park(error)
+    if pipeline is None:  # a dry run parks nothing: report only
+        logger.error("damaged archive line", where=error.where, error=error.reason, field=error.field, parked=False)
+    else:  # logged, counted and parked like any other bad record
+        pipeline.park(error)
 
 
 def _build_pipeline(cfg: Any, opts: Options, state: State, resumed: bool) -> Any:
