@@ -15,7 +15,11 @@ Stacks:
   index (a replay from a checkpoint): the reads find every change applied;
 * ``baseline: per-record index calls`` -- the same decode and diff, the same
   document bodies, then one ``PUT _doc/<id>`` (or ``DELETE``) per record on a
-  keep-alive session: the naive sink, with no ordering protection at all.
+  keep-alive session: the naive sink, with no ordering protection at all;
+* ``transport baseline: direct requests`` -- the worker's stack with the
+  previous transport (the same requests session, called directly instead of
+  through opensearch-py's ``RequestsHttpConnection``): the transport target is
+  the worker's cost per record against this one, at most 10% more.
 
 Both indexes must end with the same documents (checked and printed).
 """
@@ -25,7 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -63,15 +67,39 @@ class Result:
         return n * 1000 / self.records if self.records else 0.0
 
 
-def _client(url: str) -> SearchClient:
+class DirectRequestsClient(SearchClient):
+    """The transport baseline: the session called directly (the client before opensearch-py's connection)."""
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        params: Mapping[str, str] | None,
+        content_type: str,
+        what: str,
+    ) -> tuple[int, Mapping[str, str], str | bytes]:
+        headers = {"Content-Type": content_type} if body is not None else {}
+        resp = self.session.request(
+            method, self.url + path, data=body, params=params, headers=headers, timeout=self.timeout
+        )
+        return resp.status_code, resp.headers, resp.content
+
+
+def _client(url: str, cls: type[SearchClient] = SearchClient) -> SearchClient:
     base, session = make_session(SearchSection(url=url), "us-east-1")
-    return SearchClient(base, session)
+    return cls(base, session)
 
 
 def run_worker(
-    url: str, index: str, raws: list[RawRecord], batch: int, include: tuple[str, ...] = ()
+    url: str,
+    index: str,
+    raws: list[RawRecord],
+    batch: int,
+    include: tuple[str, ...] = (),
+    cls: type[SearchClient] = SearchClient,
 ) -> tuple[Result, SearchSink]:
-    sink = SearchSink(_client(url), SearchSection(url=url, index=index, include=list(include)))
+    sink = SearchSink(_client(url, cls), SearchSection(url=url, index=index, include=list(include)))
     sink.ensure_index()
     sink.client.calls.clear()
     pipeline = Pipeline([sink], MemoryDeadLetters(), max_batch_records=batch)
@@ -159,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         clone = server.clone()
         url = clone.url
-        worker_runs, replay_runs, base_runs = [], [], []
+        worker_runs, replay_runs, base_runs, direct_runs = [], [], [], []
         last_sink: SearchSink | None = None
         for i in range(args.repeats):
             result, sink = run_worker(url, f"bench-worker-{i}", raws, args.batch, include)
@@ -182,15 +210,19 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
             base_runs.append(run_baseline(url, f"bench-baseline-{i}", raws, include))
+            direct, _ = run_worker(url, f"bench-direct-{i}", raws, args.batch, include, DirectRequestsClient)
+            direct_runs.append(direct)
             last_sink = sink
             print(
-                f"  run {i + 1}: worker {worker_runs[-1].seconds:.2f} s, baseline {base_runs[-1].seconds:.2f} s",
+                f"  run {i + 1}: worker {worker_runs[-1].seconds:.2f} s, baseline {base_runs[-1].seconds:.2f} s,"
+                f" direct requests {direct_runs[-1].seconds:.2f} s",
                 file=sys.stderr,
             )
         results = [
             _best(worker_runs, "worker: SearchSink (mget + bulk)"),
             _best(replay_runs, "worker: replay (all stale)"),
             _best(base_runs, "baseline: per-record index calls"),
+            _best(direct_runs, "transport baseline: direct requests"),
         ]
         assert last_sink is not None
         meta = last_sink.meta
@@ -207,6 +239,16 @@ def main(argv: list[str] | None = None) -> None:
         tombstones = len(ours) - len(live)
         print(
             f"same documents in both indexes: {'yes' if same else 'NO'} ({len(live):,} live, {tombstones:,} tombstones)"
+        )
+        worker_us = results[0].seconds / results[0].records * 1e6
+        direct_us = results[3].seconds / results[3].records * 1e6
+        extra = (worker_us / direct_us - 1) * 100 if direct_us else 0.0
+        print(
+            f"transport: opensearch-py connection {worker_us:.1f} us/record, direct requests {direct_us:.1f} us/record"
+        )
+        print(
+            f"target: opensearch-py transport cost per record vs direct requests: {extra:+.1f}%, "
+            + ("met" if extra <= 10.0 else "NOT met")
         )
         if not same:
             raise SystemExit("the worker's index differs from the baseline's")
