@@ -198,6 +198,20 @@ def start_opensearch(
     return EmbeddedOpenSearch(proc, url, version, home, time.monotonic() - began)
 
 
+def search_engine(url: str, name: str) -> dict[str, str]:
+    """What ``worker local`` reports about the search engine at ``url`` (from ``GET /``)."""
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        info = orjson.loads(resp.read())
+    version = info.get("version", {})
+    return {
+        "name": name,
+        "distribution": str(version.get("distribution", "")),
+        "version": str(version.get("number", "")),
+        # SearchSink.report refreshes the index before it scans: every write is in the report.
+        "refresh": "the report refreshes the index before reading it",
+    }
+
+
 @contextlib.contextmanager
 def fake_aws_credentials() -> Iterator[None]:
     """Credentials for emulators, without clobbering real ones the user set."""
