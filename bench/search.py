@@ -76,6 +76,7 @@ class DirectRequestsClient(SearchClient):
         method: str,
         path: str,
         body: bytes | None,
+        *,
         params: Mapping[str, str] | None,
         content_type: str,
         what: str,

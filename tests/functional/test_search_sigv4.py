@@ -113,7 +113,14 @@ def _spec_signature(rec: Received, host: str, service: str, signed: list[str]) -
     canonical_headers = "".join(f"{h}:{values[h]}\n" for h in signed)
     payload_hash = hashlib.sha256(rec.body).hexdigest()
     canonical = "\n".join(
-        [rec.method, quote(split.path, safe="/-_.~"), canonical_query, canonical_headers, ";".join(signed), payload_hash]
+        [
+            rec.method,
+            quote(split.path, safe="/-_.~"),
+            canonical_query,
+            canonical_headers,
+            ";".join(signed),
+            payload_hash,
+        ]
     )
     scope = f"{AMZ_DATE[:8]}/{REGION}/{service}/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", AMZ_DATE, scope, hashlib.sha256(canonical.encode()).hexdigest()])

@@ -96,7 +96,9 @@ def _write_two(url: str, index: str) -> SearchSink:
     section = SearchSection(url=url, index=index)
     base, session = make_session(section, "us-east-1")
     sink = SearchSink(SearchClient(base, session), section)
-    records = [build("INSERT", {"pk": k}, new={"pk": k, "n": Decimal(1)}, sequence=10**21 + i) for i, k in enumerate("ab")]
+    records = [
+        build("INSERT", {"pk": k}, new={"pk": k, "n": Decimal(1)}, sequence=10**21 + i) for i, k in enumerate("ab")
+    ]
     Pipeline([sink], MemoryDeadLetters()).process([RawRecord(r, f"t:{i}") for i, r in enumerate(records)])
     return sink
 
@@ -126,7 +128,7 @@ def test_no_proxy_bypasses_the_proxy(clean_env, proxy, osmem_url):
 def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)

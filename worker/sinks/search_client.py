@@ -96,7 +96,7 @@ class SearchClient:
         """Send one request; returns ``(status, parsed body)`` for statuses in ``expect``."""
         what = what or f"{method} {path}"
         self.calls[what.split(" ", 1)[0]] += 1
-        status, headers, content = self.send(method, path, body, params, content_type, what)
+        status, headers, content = self.send(method, path, body, params=params, content_type=content_type, what=what)
         if status in expect:
             return status, (orjson.loads(content) if content else None)
         detail = _error_text(content)
@@ -111,6 +111,7 @@ class SearchClient:
         method: str,
         path: str,
         body: bytes | None,
+        *,
         params: Mapping[str, str] | None,
         content_type: str,
         what: str,
