@@ -150,14 +150,18 @@ def test_decimals_round_trip_byte_for_byte(real, mode):
     """The stored ``_source`` holds each decimal exactly as DynamoDB wrote it: ``"1.50"``
     (string) or ``1.50`` (number), a 37-digit decimal with all its digits, ``1E+2`` as is.
 
-    The engine stores the source bytes it was sent and returns them on GET. It does
-    NOT when the source is filtered (``_source_includes``) or the response filtered:
-    then it re-encodes numbers through doubles (``1.50`` → ``1.5``, 37 digits →
-    ``1.2345678901234568E35``); the sink reads only ``_stream.seq`` (a keyword) that
-    way. Dynamic mapping indexes such numbers as ``float`` (search precision is the
-    mapping's business, the source stays exact). osmem 0.1.6 returned the same bytes
-    on GET and search here (the ``1.50`` → ``1.5`` loss in the environment notes was not
-    reproduced on these two paths).
+    The engine stores the source bytes it was sent and returns them on GET and in
+    search hits. It does NOT when the response is filtered (``filter_path``) or the
+    source is (``_source_includes``): then it re-encodes numbers through doubles
+    (``1.50`` → ``1.5``, 37 digits → ``1.2345678901234568E35``). The sink reads only
+    ``_stream.seq`` (a keyword string) that way, and its report reads unfiltered hits.
+    Dynamic mapping indexes such numbers as ``float`` (search precision is the
+    mapping's business; the source stays exact).
+
+    osmem differs: it keeps the exact bytes even in filtered responses, so the fast
+    tier cannot show a reader that filters losing digits. (It returned the exact
+    bytes on GET and search too: the ``1.50`` → ``1.5`` loss in the environment notes
+    was not reproduced on osmem 0.1.6.)
     """
     r = real(decimals=mode)
     r.process(put("d", S0 + 1, **{k: Decimal(v) for k, v in DECIMALS.items()}))
@@ -173,6 +177,13 @@ def test_decimals_round_trip_byte_for_byte(real, mode):
         token = f'"{k}":"{v}"' if mode == "string" else f'"{k}":{v}'
         assert token.encode() in raw
         assert token.encode() in hits.content
+    # A filtered response (filter_path here; _source_includes likewise) is re-encoded by the
+    # engine: numbers pass through doubles. Strings are untouched.
+    filtered = requests.post(f"{r.url}/{r.index}/_mget?filter_path=docs._source", json={"ids": ["d"]}, timeout=10)
+    (doc,) = exact(filtered.content)["docs"]
+    for k in ("qty", "frac37"):
+        as_double = repr(float(DECIMALS[k])).replace("e+", "E")  # Java's Double.toString form
+        assert doc["_source"][k] == (DECIMALS[k] if mode == "string" else ("num", as_double))
 
 
 # -- names and terms -----------------------------------------------------------------------------
