@@ -34,8 +34,8 @@ from worker.emulators import FAKE_CREDENTIALS, start_moto
 from worker.errors import RecordError
 from worker.records import decode_mapping
 from worker.sinks.aggregates import AggregatesSink
-from worker.sinks.aggregates_spec import Aggregate, compile_aggregate, deltas, number_text
-from worker.sinks.aggregates_store import COUNT, GROUP, PK, SK, ensure_table
+from worker.sinks.aggregates.spec import Aggregate, compile_aggregate, deltas, number_text
+from worker.sinks.aggregates.store import COUNT, GROUP, PK, SK, ensure_table
 
 SHARD = "shardId-00000001700000000000-bench0001"
 TABLE = "BenchStats"

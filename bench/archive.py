@@ -46,8 +46,8 @@ from worker.errors import RecordError
 from worker.pipeline import Pipeline
 from worker.records import RawRecord, json_default
 from worker.sinks import archive as sink_mod
-from worker.sinks.memory import MemoryDeadLetters
-from worker.sources import archive
+from worker.testing import MemoryDeadLetters
+from worker import archive
 
 UTC = dt.UTC
 

@@ -42,7 +42,7 @@ from bench.workload import Workload, generate
 from worker.diff import Change, diff
 from worker.pipeline import Pipeline
 from worker.records import RawRecord, decode
-from worker.sinks.memory import MemoryDeadLetters, MemorySink
+from worker.testing import MemoryDeadLetters, MemorySink
 
 TARGET_VS_A = 35.0
 TARGET_VS_C = 2.0

@@ -60,7 +60,7 @@ def build_sinks(cfg: Config, *, only: Collection[str] | None = None, provision: 
 
 
 def build_deadletters(cfg: Config, *, provision: bool = False) -> DeadLetters:
-    from worker.sinks.deadletter import LocalDeadLetters, S3DeadLetters, split_s3_url
+    from worker.deadletters import LocalDeadLetters, S3DeadLetters, split_s3_url
 
     url = cfg.deadletter.url
     if url.startswith("s3://"):

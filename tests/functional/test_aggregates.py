@@ -25,10 +25,10 @@ from worker.records import RawRecord, decode
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build
 from worker.sinks import aggregates
-from worker.sinks.aggregates import LOCAL_SHARD, AggregatesSink
-from worker.sinks.aggregates_spec import recompute
-from worker.sinks.aggregates_store import ensure_table, hwm_entry, query_rows
-from worker.sinks.memory import MemoryDeadLetters
+from worker.sinks.aggregates.sink import LOCAL_SHARD, AggregatesSink
+from worker.sinks.aggregates.spec import recompute
+from worker.sinks.aggregates.store import ensure_table, hwm_entry, query_rows
+from worker.testing import MemoryDeadLetters
 
 SHARD = "shardId-00000001763780400000-aaaa0001"
 BY_STATUS = AggregateSection(

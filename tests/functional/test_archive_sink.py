@@ -14,8 +14,8 @@ from worker.records import RawRecord, decode
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build, canonical, render
 from worker.sinks import archive as sink_mod
-from worker.sinks.memory import MemoryDeadLetters
-from worker.sources import archive
+from worker.testing import MemoryDeadLetters
+from worker import archive
 
 BUCKET = "archive"
 

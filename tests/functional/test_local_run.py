@@ -16,8 +16,8 @@ import orjson
 
 from worker import config
 from worker.records import EventName, decode
-from worker.sinks.aggregates_spec import recompute
-from worker.sinks.search_docs import Projection, doc_id
+from worker.sinks.aggregates.spec import recompute
+from worker.sinks.search.docs import Projection, doc_id
 from worker.sources import fixtures
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -31,8 +31,8 @@ from worker.records import decode
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import canonical
 from worker.sinks import archive as sink_mod
-from worker.sinks.memory import MemoryDeadLetters, MemorySink
-from worker.sources import archive
+from worker.testing import MemoryDeadLetters, MemorySink
+from worker import archive
 
 UTC = dt.UTC
 

@@ -19,10 +19,10 @@ from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build
 from worker.sinks import search
-from worker.sinks.memory import MemoryDeadLetters
+from worker.testing import MemoryDeadLetters
 from worker.sinks.search import SearchSink
-from worker.sinks.search_client import RequestTooLarge, SearchClient, make_session
-from worker.sinks.search_docs import doc_id, seq_text
+from worker.sinks.search.client import RequestTooLarge, SearchClient, make_session
+from worker.sinks.search.docs import doc_id, seq_text
 
 S0 = 10**21  # a 22-digit sequence number
 

@@ -12,8 +12,8 @@ from worker.diff import diff
 from worker.errors import ConfigError, RecordError
 from worker.records import decode_mapping
 from worker.shapes import build
-from worker.sinks.aggregates import LOCAL_SHARD, AggregatesSink
-from worker.sinks.aggregates_spec import (
+from worker.sinks.aggregates.sink import LOCAL_SHARD, AggregatesSink
+from worker.sinks.aggregates.spec import (
     Aggregate,
     compile_aggregate,
     deltas,

@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from worker.errors import Action, FatalError, RetryableError
-from worker.sinks.aggregates_store import RowState, RowWrite, classify, hwm_entry, padded, parse_entry, state_of
+from worker.sinks.aggregates.store import RowState, RowWrite, classify, hwm_entry, padded, parse_entry, state_of
 
 SEQS = [10**20 + 1, 10**20 + 9, 10**21, 49999999999999999999999999999999999999, 10**40 - 1]
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from worker import shapes
 from worker.errors import RecordError
 from worker.records import RawRecord, decode
-from worker.sources import archive
-from worker.sources.archive import ArchivedObject, Finished, Loaded, MergeStats, ObjectName, Opened
+from worker import archive
+from worker.archive import ArchivedObject, Finished, Loaded, MergeStats, ObjectName, Opened
 
 UTC = dt.UTC
 T0 = 1_763_780_400  # 2025-11-22T03:00:00Z

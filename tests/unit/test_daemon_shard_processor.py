@@ -13,7 +13,7 @@ from worker.errors import RetryableError
 from worker.pipeline import Pipeline
 from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
-from worker.sinks.memory import MemoryDeadLetters, MemorySink
+from worker.testing import MemoryDeadLetters, MemorySink
 from worker.sources.kcl import ShardProcessor
 
 SHARD = "shardId-00000001763791200000-4f1c2a9b"

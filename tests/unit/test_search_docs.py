@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tests.strategies import items
 from worker.errors import RecordError
-from worker.sinks.search_docs import (
+from worker.sinks.search.docs import (
     MAX_ID_BYTES,
     Projection,
     canonical_number,

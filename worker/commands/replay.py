@@ -158,7 +158,7 @@ def parse_time(text: str, now: dt.datetime, flag: str) -> dt.datetime:
 def options(args: argparse.Namespace, cfg: Any, now: dt.datetime) -> Options:
     from worker.app import configured_sinks
     from worker.errors import ConfigError
-    from worker.sources.archive import split_url
+    from worker.archive import split_url
 
     if args.from_archive:
         try:
@@ -476,7 +476,7 @@ def execute(
     from worker.errors import RecordError
     from worker.pipeline import StopProcessing
     from worker.records import StreamRecord
-    from worker.sources import archive
+    from worker import archive
 
     logger = structlog.get_logger("worker.replay")
     started = clock()
@@ -618,7 +618,7 @@ def _require_empty(cfg: Any, tables: list[str]) -> None:
     """Refuse to rebuild into a table that holds anything (a missing one is created)."""
     from worker.aws import client
     from worker.errors import FatalError
-    from worker.sources.archive import error_code
+    from worker.archive import error_code
 
     ddb = client(cfg, "dynamodb")
     for table in tables:

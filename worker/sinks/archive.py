@@ -1,6 +1,6 @@
 """The archive sink: every raw stream record, losslessly, as gzip JSON Lines in S3.
 
-Layout and line format: :mod:`worker.sources.archive`. Every change is
+Layout and line format: :mod:`worker.archive`. Every change is
 archived (no-ops and TTL expirations too), as the record was delivered.
 
 Durability (the checkpoint never passes a record whose object is not durable):
@@ -44,7 +44,7 @@ import structlog
 
 from worker.diff import Change
 from worker.errors import FatalError, RecordError, RetryableError
-from worker.sources.archive import (
+from worker.archive import (
     ObjectName,
     classify,
     encode_line,

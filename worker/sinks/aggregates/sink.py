@@ -11,7 +11,7 @@ Configuration (one sink serves every ``[[aggregates]]`` entry)::
     missing_group = "skip"             # or "null": items lacking a group attribute
 
 What an item contributes (filter, group, missing groups, non-numeric values,
-exact decimals) is defined in :mod:`worker.sinks.aggregates_spec`.
+exact decimals) is defined in :mod:`worker.sinks.aggregates.spec`.
 
 Target table layout
 -------------------
@@ -128,7 +128,7 @@ import structlog
 
 from worker.diff import Change, ChangeKind
 from worker.errors import FatalError, RecordError, RetryableError
-from worker.sinks.aggregates_spec import (
+from worker.sinks.aggregates.spec import (
     Aggregate,
     AggregateConfig,
     Vector,
@@ -139,7 +139,7 @@ from worker.sinks.aggregates_spec import (
     number_text,
     recompute,
 )
-from worker.sinks.aggregates_store import (
+from worker.sinks.aggregates.store import (
     COUNT,
     GROUP,
     SK,

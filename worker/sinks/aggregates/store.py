@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTT
 
 from worker.attributes import decode_item, decode_value, encode_value
 from worker.errors import FatalError, RetryableError
-from worker.sinks.aggregates_spec import number_text
+from worker.sinks.aggregates.spec import number_text
 
 PK, SK, GROUP, COUNT, HWM, UPDATED = "pk", "sk", "group", "count", "hwm", "updated_at"
 SEQ_WIDTH = 40  # stream sequence numbers have 21-40 digits: compared as fixed-width text
