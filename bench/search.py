@@ -36,10 +36,10 @@ from worker.diff import ChangeKind, diff
 from worker.emulators import start_osmem
 from worker.pipeline import Pipeline
 from worker.records import RawRecord, decode
-from worker.testing import MemoryDeadLetters
 from worker.sinks.search import SearchSink
 from worker.sinks.search.client import SearchClient, make_session
 from worker.sinks.search.docs import Projection, doc_id
+from worker.testing import MemoryDeadLetters
 
 
 @dataclass(frozen=True)

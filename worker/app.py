@@ -60,11 +60,11 @@ def build_sinks(cfg: Config, *, only: Collection[str] | None = None, provision: 
 
 
 def build_deadletters(cfg: Config, *, provision: bool = False) -> DeadLetters:
-    from worker.deadletters import LocalDeadLetters, S3DeadLetters, split_s3_url
+    from worker.deadletters import LocalDeadLetters, S3DeadLetters
 
     url = cfg.deadletter.url
     if url.startswith("s3://"):
-        from worker.aws import client
+        from worker.aws import client, ensure_bucket, split_s3_url
 
         bucket, prefix = split_s3_url(url)
         s3 = client(cfg, "s3")
@@ -93,11 +93,3 @@ def build_pipeline(
         max_batch_records=p.max_batch_records,
         log=log,
     )
-
-
-def ensure_bucket(s3: Any, bucket: str) -> None:
-    """Create ``bucket`` if missing (local runs and tests only)."""
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except Exception:
-        s3.create_bucket(Bucket=bucket)

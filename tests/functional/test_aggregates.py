@@ -454,3 +454,20 @@ def test_bundled_fixture_matches_the_recomputation_even_when_replayed(moto_url: 
     report = sink.report()
     assert report == {a.name: recompute(a, items.values()) for a in sections}
     assert all(report.values())
+
+
+def test_38_digit_group_values_differing_in_the_last_digit_are_two_groups(moto_url: str) -> None:
+    by_code = AggregateSection(name="by_code", table="CodeStats", group_by=["code"], metrics={"n": "count"})
+    sink = aggregates.create(make_cfg(moto_url, [by_code]), provision=True)
+    s = Stream()
+    s.put("a", code=D("12345678901234567890123456789012345671"))
+    s.put("b", code=D("12345678901234567890123456789012345672"))
+    s.put("c", code=D("12345678901234567890123456789012345672"))
+    feed(sink, s.changes())
+    sink.flush()
+    rows = sorted(sink.report()["by_code"], key=lambda r: str(r["group"]["code"]))
+    # Written out by hand: 38 digits are beyond a 28-digit context, so a rounding one would merge them.
+    assert rows == [
+        {"group": {"code": "12345678901234567890123456789012345671"}, "metrics": {"n": 1}},
+        {"group": {"code": "12345678901234567890123456789012345672"}, "metrics": {"n": 2}},
+    ]

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from tests.functional.archive_helpers import PARENT, T0, FlakyS3, make_cfg, s3_client, seq_of, stream
+from worker import archive
 from worker.errors import FatalError, RetryableError
 from worker.pipeline import Pipeline, StopProcessing
 from worker.records import RawRecord, decode
@@ -15,7 +16,6 @@ from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build, canonical, render
 from worker.sinks import archive as sink_mod
 from worker.testing import MemoryDeadLetters
-from worker import archive
 
 BUCKET = "archive"
 

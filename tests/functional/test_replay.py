@@ -24,15 +24,15 @@ from tests.functional.archive_helpers import (  # noqa: F401 (a fixture)
     seq_of,
     stream,
 )
-from worker import cli
+from worker import archive, cli
 from worker.commands import replay
 from worker.pipeline import Pipeline
 from worker.records import decode
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import canonical
 from worker.sinks import archive as sink_mod
+from worker.sources.replay import Options
 from worker.testing import MemoryDeadLetters, MemorySink
-from worker import archive
 
 UTC = dt.UTC
 
@@ -69,7 +69,7 @@ def opts(**kw):
         "prefetch": 3,
     }
     base.update(kw)
-    return replay.Options(**base)
+    return Options(**base)
 
 
 def memory_pipeline():

@@ -33,10 +33,10 @@ from worker.pipeline import Pipeline, StopProcessing
 from worker.records import RawRecord, decode
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build
-from worker.testing import MemoryDeadLetters
 from worker.sinks.search import SearchSink
 from worker.sinks.search.client import SearchClient, make_session
 from worker.sinks.search.docs import doc_id
+from worker.testing import MemoryDeadLetters
 
 PKS = ("a", "b|c", "back\\slash", "é-ü", "L" * 700)  # escaping, UTF-8, hashing (> 512 bytes)
 SKS = (Decimal(1), Decimal("2.0"))

@@ -19,10 +19,10 @@ from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build
 from worker.sinks import search
-from worker.testing import MemoryDeadLetters
 from worker.sinks.search import SearchSink
 from worker.sinks.search.client import RequestTooLarge, SearchClient, make_session
 from worker.sinks.search.docs import doc_id, seq_text
+from worker.testing import MemoryDeadLetters
 
 S0 = 10**21  # a 22-digit sequence number
 
@@ -323,3 +323,18 @@ def test_the_composition_root_builds_the_sink_and_it_reports(osmem_url):
     assert isinstance(sink, Reporting)
     assert requests.head(f"{osmem_url}/orders", timeout=10).status_code == 200
     sink.close()
+
+
+def test_38_digit_keys_differing_in_the_last_digit_are_two_documents(osmem_url):
+    h = Harness(osmem_url)
+    one, two = Decimal("12345678901234567890123456789012345671"), Decimal("12345678901234567890123456789012345672")
+    h.process(
+        build("INSERT", {"pk": one}, new={"pk": one, "v": "one"}, sequence=S0 + 1),
+        build("INSERT", {"pk": two}, new={"pk": two, "v": "two"}, sequence=S0 + 2),
+    )
+    docs = h.docs()
+    # The ids written out by hand: each key's own 38 digits (no rounding to 28 digits).
+    assert sorted(docs) == ["12345678901234567890123456789012345671", "12345678901234567890123456789012345672"]
+    assert docs["12345678901234567890123456789012345671"]["v"] == "one"
+    assert docs["12345678901234567890123456789012345672"]["v"] == "two"
+    assert not h.deadletters.parked

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from worker.canonical import fits_dynamodb, number_text
 from worker.config import AggregateSection, load
 from worker.diff import diff
 from worker.errors import ConfigError, RecordError
@@ -17,9 +18,7 @@ from worker.sinks.aggregates.spec import (
     Aggregate,
     compile_aggregate,
     deltas,
-    fits_dynamodb,
     group_key,
-    number_text,
     parse_path,
     recompute,
     same_value,

@@ -13,8 +13,8 @@ from worker.errors import RetryableError
 from worker.pipeline import Pipeline
 from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
-from worker.testing import MemoryDeadLetters, MemorySink
 from worker.sources.kcl import ShardProcessor
+from worker.testing import MemoryDeadLetters, MemorySink
 
 SHARD = "shardId-00000001763791200000-4f1c2a9b"
 

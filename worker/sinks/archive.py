@@ -1,6 +1,6 @@
 """The archive sink: every raw stream record, losslessly, as gzip JSON Lines in S3.
 
-Layout and line format: :mod:`worker.archive`. Every change is
+Layout and line format: :mod:`worker.archive.layout`. Every change is
 archived (no-ops and TTL expirations too), as the record was delivered.
 
 Durability (the checkpoint never passes a record whose object is not durable):
@@ -42,18 +42,17 @@ from typing import Any
 import orjson
 import structlog
 
-from worker.diff import Change
-from worker.errors import FatalError, RecordError, RetryableError
-from worker.archive import (
+from worker.archive.layout import (
     ObjectName,
-    classify,
     encode_line,
-    error_code,
     gunzip,
     hour_of,
-    read_all,
     stream_of,
 )
+from worker.archive.merge import read_all
+from worker.aws import classify_s3, ensure_bucket, error_code
+from worker.diff import Change
+from worker.errors import FatalError, RecordError, RetryableError
 
 _CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 _MISSING = {"NoSuchKey", "404"}
@@ -201,7 +200,7 @@ class ArchiveSink:
             code = error_code(exc)
             if code in _CONFLICT or (etag is not None and code in _MISSING):
                 return None
-            raise classify(exc, f"archive: put s3://{self.bucket}/{key}") from exc
+            raise classify_s3(exc, f"archive: put s3://{self.bucket}/{key}") from exc
         self.puts += 1
         return str(resp.get("ETag", ""))
 
@@ -242,7 +241,7 @@ class ArchiveSink:
         except Exception as exc:
             if error_code(exc) in _MISSING:
                 return b"", None
-            raise classify(exc, f"archive: get s3://{self.bucket}/{key}") from exc
+            raise classify_s3(exc, f"archive: get s3://{self.bucket}/{key}") from exc
 
 
 def _lines(body: bytes, key: str) -> list[tuple[int, bytes]]:
@@ -279,8 +278,6 @@ def create(
 
         s3 = client(cfg, "s3")
     if provision:
-        from worker.app import ensure_bucket
-
         ensure_bucket(s3, a.bucket)
     return ArchiveSink(
         s3,

@@ -126,6 +126,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from worker.canonical import STREAM_RETENTION_SECONDS, fits_dynamodb, number_text
 from worker.diff import Change, ChangeKind
 from worker.errors import FatalError, RecordError, RetryableError
 from worker.sinks.aggregates.spec import (
@@ -135,8 +136,6 @@ from worker.sinks.aggregates.spec import (
     add_vectors,
     compile_aggregate,
     deltas,
-    fits_dynamodb,
-    number_text,
     recompute,
 )
 from worker.sinks.aggregates.store import (
@@ -159,7 +158,6 @@ __all__ = ["LOCAL_SHARD", "AggregatesSink", "create", "recompute"]
 
 SINK_NAME = "aggregates"
 LOCAL_SHARD = "local"  # the pseudo-shard of records without a shard id
-STREAM_RETENTION_SECONDS = 24 * 3600.0
 HWM_MARGIN_SECONDS = 6 * 3600.0
 KEEP_SECONDS = STREAM_RETENTION_SECONDS + HWM_MARGIN_SECONDS
 

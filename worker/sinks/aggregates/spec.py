@@ -35,7 +35,6 @@ round.
 from __future__ import annotations
 
 import base64
-import decimal
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,16 +44,10 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from worker.attributes import Item, Value
+from worker.canonical import EXACT, number_text
 from worker.errors import ConfigError
 
-EXACT = decimal.Context(
-    prec=400,
-    Emax=999_999,
-    Emin=-999_999,
-    traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow, decimal.DivisionByZero],
-)
 ZERO = Decimal(0)
-DYNAMODB_DIGITS = 38
 MAX_SORT_KEY_BYTES = 1024
 
 # Attribute names of a target row the sink owns (see worker.sinks.aggregates).
@@ -148,18 +141,6 @@ def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, list):
         return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
-
-
-def number_text(d: Decimal) -> str:
-    """Canonical text of a number: no exponent, no trailing zeros (``12.50`` -> ``12.5``)."""
-    if d.is_zero():
-        return "0"
-    return format(d.normalize(EXACT), "f")
-
-
-def fits_dynamodb(d: Decimal) -> bool:
-    """True when DynamoDB can store ``d`` exactly (38 significant digits)."""
-    return d.is_zero() or len(d.normalize(EXACT).as_tuple().digits) <= DYNAMODB_DIGITS
 
 
 def canonical_json(v: Value) -> str:
