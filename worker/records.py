@@ -73,11 +73,15 @@ class RawRecord:
 
     ``payload`` is JSON text (``bytes``/``str``) or an already parsed mapping.
     ``where`` is ``file:line`` for files and ``shard/sequence`` for streams.
+    ``sequence`` is the source's own position of the record (the one its
+    checkpoint takes), when it has one: the pipeline reports it durable even
+    when the payload does not decode.
     """
 
     payload: bytes | str | Mapping[str, Any]
     where: str
     shard_id: str | None = None
+    sequence: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -73,7 +73,7 @@ def run_schedule(url: str, seed: int) -> dict[str, int]:
                 raise Crash
 
         cfg = make_cfg(url, max_records=rng.choice([4, 13, 50, 10_000]))
-        sink = sink_mod.create(cfg, s3=FlakyS3(real, hook, after))
+        sink = sink_mod.build(cfg, s3=FlakyS3(real, hook, after))
         p = Pipeline([sink], MemoryDeadLetters(), retry=RetryPolicy(attempts=3, sleep=no_sleep))
         try:
             # The child only after its parent is done (the KCL's rule); the others interleave.
@@ -96,7 +96,7 @@ def run_schedule(url: str, seed: int) -> dict[str, int]:
             check_durable(url, data, checkpoint)
             if rng.random() < 0.3:
                 shard = rng.choice(list(data))
-                zsink = sink_mod.create(cfg, s3=real)
+                zsink = sink_mod.build(cfg, s3=real)
                 zombie = (Pipeline([zsink], MemoryDeadLetters()), shard, checkpoint[shard])
 
     _, got, errors = archive.read_all(real, "archive", "changes/")

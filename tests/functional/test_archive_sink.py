@@ -30,7 +30,7 @@ class Clock:
 
 def make_sink(url, s3=None, clock=None, **archive_cfg):
     cfg = make_cfg(url, **archive_cfg)
-    return sink_mod.create(cfg, provision=True, s3=s3, clock=clock)
+    return sink_mod.build(cfg, provision=True, s3=s3, clock=clock)
 
 
 def pipeline(sink, attempts=4):

@@ -47,11 +47,11 @@ def live(url, data, *, redeliver=True, max_records=25):
     s3.create_bucket(Bucket="archive")
     for shard in (PARENT, OTHER, CHILD):
         recs = data.get(shard, [])
-        p = Pipeline([sink_mod.create(cfg, s3=s3)], MemoryDeadLetters())
+        p = Pipeline([sink_mod.build(cfg, s3=s3)], MemoryDeadLetters())
         for i in range(0, len(recs), 20):
             p.process(recs[i : i + 20])
         if redeliver and recs:  # a crash before the last checkpoints: redelivered with other boundaries
-            p = Pipeline([sink_mod.create(cfg, s3=s3)], MemoryDeadLetters())
+            p = Pipeline([sink_mod.build(cfg, s3=s3)], MemoryDeadLetters())
             back = recs[len(recs) // 3 :]
             for i in range(0, len(back), 7):
                 p.process(back[i : i + 7])

@@ -89,9 +89,9 @@ def parse_time(text: str, now: dt.datetime, flag: str) -> dt.datetime:
 
 
 def options(args: argparse.Namespace, cfg: Any, now: dt.datetime) -> Options:
-    from worker.app import configured_sinks
     from worker.aws import split_s3_url
     from worker.errors import ConfigError
+    from worker.sinks import registry
     from worker.sources.replay import Options, iso
 
     if args.from_archive:
@@ -119,7 +119,7 @@ def options(args: argparse.Namespace, cfg: Any, now: dt.datetime) -> Options:
     elif args.sinks:
         sinks = tuple(n.strip() for n in args.sinks.split(",") if n.strip())
     else:
-        sinks = tuple(n for n in configured_sinks(cfg) if n != "archive")
+        sinks = tuple(registry.replay_defaults(cfg))
     if args.into and not args.rebuild:
         raise ConfigError("--into", "only with --rebuild")
     if not sinks and not args.dry_run:

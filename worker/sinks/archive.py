@@ -37,7 +37,7 @@ import gzip
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -50,9 +50,20 @@ from worker.archive.layout import (
     stream_of,
 )
 from worker.archive.merge import read_all
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from worker.config import Config
 from worker.aws import classify_s3, ensure_bucket, error_code
 from worker.diff import Change
 from worker.errors import FatalError, RecordError, RetryableError
+
+__all__ = ["EMULATORS", "NAME", "REPLAY_DEFAULT", "ArchiveSink", "build", "create", "enabled", "render"]
+
+NAME = "archive"
+REPLAY_DEFAULT = False  # a replay reads the archive; it writes it again only when named
+EMULATORS = frozenset({"aws"})
 
 _CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 _MISSING = {"NoSuchKey", "404"}
@@ -77,7 +88,7 @@ class _Object:
 class ArchiveSink:
     """Buffers records per (table, hour, shard) object; ``flush`` makes them durable in S3."""
 
-    name = "archive"
+    name = NAME
 
     def __init__(
         self,
@@ -266,10 +277,24 @@ def _lines(body: bytes, key: str) -> list[tuple[int, bytes]]:
     return out
 
 
-def create(
-    cfg: Any, *, provision: bool = False, s3: Any = None, clock: Callable[[], float] | None = None
+def enabled(cfg: Config) -> bool:
+    return cfg.archive is not None
+
+
+def render(report: Any) -> list[str]:
+    """Objects and unique records under the prefix."""
+    return ["    " + ", ".join(f"{k} {v}" for k, v in report.items())]
+
+
+def create(cfg: Config, *, provision: bool = False) -> ArchiveSink:
+    """The sink of ``[archive]`` (the registry's entry point); see :func:`build`."""
+    return build(cfg, provision=provision)
+
+
+def build(
+    cfg: Config, *, provision: bool = False, s3: S3Client | None = None, clock: Callable[[], float] | None = None
 ) -> ArchiveSink:
-    """The sink of ``[archive]``; ``provision`` creates the bucket (local runs, tests)."""
+    """The sink of ``[archive]`` with an injected client or clock; ``provision`` creates the bucket."""
     a = cfg.archive
     if a is None:
         raise FatalError("archive: no [archive] section")
