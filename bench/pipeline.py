@@ -39,9 +39,10 @@ from typing import Any
 import orjson
 
 from bench.workload import Workload, generate
+from worker.decode import decode
 from worker.diff import Change, diff
 from worker.pipeline import Pipeline
-from worker.records import RawRecord, decode
+from worker.records import RawRecord
 from worker.testing import MemoryDeadLetters, MemorySink
 
 TARGET_VS_A = 35.0

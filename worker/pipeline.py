@@ -26,9 +26,10 @@ from typing import Any
 
 import structlog
 
+from worker.decode import decode
 from worker.diff import Change, diff
 from worker.errors import Action, FatalError, RecordError, action_of
-from worker.records import RawRecord, StreamRecord, decode
+from worker.records import RawRecord, StreamRecord
 from worker.retry import RetryPolicy
 from worker.sinks import DeadLetters, Sink
 

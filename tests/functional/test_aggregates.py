@@ -18,10 +18,11 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from worker.app import build_sinks
 from worker.aws import client
 from worker.config import AggregateSection, AwsSection, Config
+from worker.decode import decode
 from worker.diff import diff
 from worker.errors import FatalError, RetryableError
 from worker.pipeline import Pipeline
-from worker.records import RawRecord, decode
+from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build
 from worker.sinks import aggregates

@@ -16,8 +16,8 @@ import pytest
 
 from tests.functional.archive_helpers import CHILD, OTHER, PARENT, T0, FlakyS3, make_cfg, s3_client, seq_of, stream
 from worker import archive
+from worker.decode import decode
 from worker.pipeline import Pipeline
-from worker.records import decode
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import canonical
 from worker.sinks import archive as sink_mod

@@ -9,9 +9,10 @@ import pytest
 
 from tests.functional.archive_helpers import PARENT, T0, FlakyS3, make_cfg, s3_client, seq_of, stream
 from worker import archive
+from worker.decode import decode
 from worker.errors import FatalError, RetryableError
 from worker.pipeline import Pipeline, StopProcessing
-from worker.records import RawRecord, decode
+from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build, canonical, render
 from worker.sinks import archive as sink_mod

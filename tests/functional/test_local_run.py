@@ -15,7 +15,8 @@ from pathlib import Path
 import orjson
 
 from worker import config
-from worker.records import EventName, decode
+from worker.decode import decode
+from worker.records import EventName
 from worker.sinks.aggregates.spec import recompute
 from worker.sinks.search.docs import Projection, doc_id
 from worker.sources import fixtures

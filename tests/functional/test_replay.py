@@ -26,8 +26,8 @@ from tests.functional.archive_helpers import (  # noqa: F401 (a fixture)
 )
 from worker import archive, cli
 from worker.commands import replay
+from worker.decode import decode
 from worker.pipeline import Pipeline
-from worker.records import decode
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import canonical
 from worker.sinks import archive as sink_mod

@@ -27,10 +27,11 @@ from decimal import Decimal
 from typing import Any
 
 from worker.config import SearchSection
+from worker.decode import decode
 from worker.diff import diff
 from worker.errors import RetryableError
 from worker.pipeline import Pipeline, StopProcessing
-from worker.records import RawRecord, decode
+from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build
 from worker.sinks.search import SearchSink

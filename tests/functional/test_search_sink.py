@@ -308,8 +308,8 @@ def test_a_failing_cluster_at_start_does_not_fail_construction():
 
 
 def _change(record: dict) -> Any:
+    from worker.decode import decode
     from worker.diff import diff
-    from worker.records import decode
 
     return diff(decode(RawRecord(record, "mem:1")))
 

@@ -9,9 +9,9 @@ import pytest
 
 from worker.canonical import fits_dynamodb, number_text
 from worker.config import AggregateSection, load
+from worker.decode import decode_mapping
 from worker.diff import diff
 from worker.errors import ConfigError, RecordError
-from worker.records import decode_mapping
 from worker.shapes import build
 from worker.sinks.aggregates.sink import LOCAL_SHARD, AggregatesSink
 from worker.sinks.aggregates.spec import (

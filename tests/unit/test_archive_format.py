@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from worker import archive, shapes
 from worker.archive import ArchivedObject, Finished, Loaded, MergeStats, ObjectName, Opened
 from worker.aws import split_s3_url
+from worker.decode import decode
 from worker.errors import RecordError
-from worker.records import RawRecord, decode
+from worker.records import RawRecord
 
 UTC = dt.UTC
 T0 = 1_763_780_400  # 2025-11-22T03:00:00Z

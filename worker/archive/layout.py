@@ -42,8 +42,9 @@ from typing import Any
 import orjson
 
 from worker.canonical import SEQ_WIDTH, seq_text
+from worker.decode import decode_mapping
 from worker.errors import RecordError
-from worker.records import StreamRecord, decode_mapping, json_default
+from worker.records import StreamRecord, json_default
 
 __all__ = [
     "SUFFIX",

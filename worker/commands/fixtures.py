@@ -74,7 +74,7 @@ def record(args: argparse.Namespace) -> int:
 
 def convert(args: argparse.Namespace) -> int:
     from worker import shapes
-    from worker.records import decode
+    from worker.decode import decode
     from worker.sources import fixtures
 
     canon = [shapes.canonical(decode(raw)) for raw in fixtures.read([args.input])]

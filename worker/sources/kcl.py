@@ -242,7 +242,7 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
 
 
 def _as_dict(record: Any) -> dict[str, Any]:
-    """A kclpy ``Record`` as the multilang record dict :func:`worker.records.decode` accepts."""
+    """A kclpy ``Record`` as the multilang record dict :func:`worker.decode.decode` accepts."""
     return {
         "data": record.data,
         "partitionKey": record.partition_key,
