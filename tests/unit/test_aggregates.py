@@ -18,11 +18,9 @@ from worker.sinks.aggregates.spec import (
     Aggregate,
     compile_aggregate,
     deltas,
-    group_key,
-    parse_path,
     recompute,
-    same_value,
 )
+from worker.sinks.aggregates.values import group_key, parse_path, same_value
 
 
 def agg(**kw: Any) -> Aggregate:

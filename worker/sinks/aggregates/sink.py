@@ -132,8 +132,6 @@ from worker.errors import FatalError, RecordError, RetryableError
 from worker.sinks.aggregates.spec import (
     Aggregate,
     AggregateConfig,
-    Vector,
-    add_vectors,
     compile_aggregate,
     deltas,
     recompute,
@@ -150,6 +148,7 @@ from worker.sinks.aggregates.store import (
     read_states,
     write,
 )
+from worker.sinks.aggregates.values import Vector, add_vectors
 
 if TYPE_CHECKING:
     from worker.config import Config
