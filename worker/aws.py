@@ -10,12 +10,13 @@ turn a botocore exception into a :class:`~worker.errors.RetryableError` or a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from worker.errors import FatalError, RetryableError, WorkerError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
     from mypy_boto3_s3 import S3Client
 
     from worker.config import Config
@@ -48,6 +49,18 @@ DYNAMODB_RETRYABLE_CODES = frozenset(
         "TransactionInProgressException",
     }
 )
+
+
+@overload
+def client(cfg: Config, service: Literal["s3"], **overrides: Any) -> S3Client: ...
+
+
+@overload
+def client(cfg: Config, service: Literal["dynamodb"], **overrides: Any) -> DynamoDBClient: ...
+
+
+@overload
+def client(cfg: Config, service: Literal["dynamodbstreams"], **overrides: Any) -> DynamoDBStreamsClient: ...
 
 
 def client(cfg: Config, service: str, **overrides: Any) -> Any:

@@ -18,12 +18,17 @@ import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.aws import classify_s3
 from worker.errors import RecordError
 from worker.files import write_atomic
 from worker.records import to_json
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["LocalDeadLetters", "S3DeadLetters", "entry"]
 
 
 def entry(error: RecordError, now: dt.datetime) -> dict[str, Any]:
@@ -81,7 +86,7 @@ class LocalDeadLetters(_Buffered):
 class S3DeadLetters(_Buffered):
     """Writes one object per flush under ``s3://bucket/prefix``; S3 puts are atomic."""
 
-    def __init__(self, s3: Any, bucket: str, prefix: str, clock: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(self, s3: S3Client, bucket: str, prefix: str, clock: Callable[[], dt.datetime] | None = None) -> None:
         super().__init__(clock)
         self.s3, self.bucket, self.prefix = s3, bucket, prefix
 

@@ -33,6 +33,8 @@ from worker.records import RawRecord, StreamRecord
 from worker.retry import RetryPolicy
 from worker.sinks import DeadLetters, Sink
 
+__all__ = ["Pipeline", "Position", "Stats", "StopProcessing"]
+
 
 class StopProcessing(FatalError):
     """The pipeline cannot go on; nothing since the last checkpoint may be acknowledged."""

@@ -44,6 +44,8 @@ import orjson
 from worker.attributes import Compare, Item, Value, decode_item, decode_value, walk_raw
 from worker.errors import RecordError
 
+__all__ = ["EventName", "RawRecord", "StreamRecord", "ViewType", "json_default", "to_json"]
+
 UTC = dt.UTC
 _IMAGE_FIELDS = ("dynamodb.OldImage", "dynamodb.NewImage")
 _ABSENT = object()  # an attribute missing from one image

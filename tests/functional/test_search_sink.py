@@ -158,16 +158,16 @@ def test_transient_failures_keep_the_buffer_and_resend_only_what_failed(osmem_ur
     h.client.rng.seed(3)
     with pytest.raises(RetryableError):
         h.sink.flush()
-    kept = set(h.sink._pending)
+    kept = set(h.sink.pending)
     assert 0 < len(kept) < 6  # some were written, the others are still buffered
     unwritten = {d for d in kept if not h.raw(d)["found"]}  # refused with 429; the 503s were applied
     assert unwritten
     h.client.faults.extend(["retry"])
     with pytest.raises(RetryableError):
         h.sink.flush()
-    assert set(h.sink._pending) == unwritten  # the re-read found the applied ones done
+    assert set(h.sink.pending) == unwritten  # the re-read found the applied ones done
     assert h.sink.flush() == []
-    assert not h.sink._pending
+    assert not h.sink.pending
     assert sorted(h.docs()) == [f"k{i}" for i in range(6)]
 
 

@@ -270,18 +270,18 @@ def test_add_does_no_io_and_parks_non_numeric_after_buffering() -> None:
         sink.add(change("MODIFY", 102, old=order(), new=order(total="n/a")))
     assert info.value.field == "dynamodb.NewImage.total"
     assert info.value.sink == "aggregates"
-    (row,) = sink._rows.values()
+    (row,) = sink.pending
     assert row.entries == {(LOCAL_SHARD, 101): (D(1), D("10.50")), (LOCAL_SHARD, 102): (D(0), D("-10.50"))}
 
 
 def test_add_decides_from_the_kind_and_ignores_noops_and_duplicates() -> None:
     sink = AggregatesSink(None, [agg()])
     sink.add(change("MODIFY", 101, old=order(), new=order()))  # no-op
-    assert not sink._rows
+    assert not sink.pending
     # An INSERT with an (unexpected) old image only adds the new one.
     sink.add(change("INSERT", 102, old=order("paid"), new=order()))
     sink.add(change("INSERT", 102, old=order("paid"), new=order()))  # the same record again
-    (row,) = sink._rows.values()
+    (row,) = sink.pending
     assert list(row.entries.values()) == [(D(1), D("10.50"))]
     ttl = change("REMOVE", 103, old=order(), ttl=True)
     sink.add(ttl)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from worker.archive.layout import parse_line, shard_created_ms
 from worker.archive.reader import ArchivedObject, Loaded, list_all, read_object
@@ -13,6 +13,8 @@ from worker.errors import RecordError
 from worker.records import StreamRecord
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
     pass
 
 __all__ = ["Event", "Finished", "MergeStats", "Opened", "merge", "plan", "read_all"]
@@ -123,7 +125,7 @@ def merge(
             yield Finished(loaded.obj, loaded.etag)
 
 
-def read_all(s3: Any, bucket: str, prefix: str) -> tuple[int, list[StreamRecord], list[RecordError]]:
+def read_all(s3: S3Client, bucket: str, prefix: str) -> tuple[int, list[StreamRecord], list[RecordError]]:
     """Every object under ``prefix``: (objects, unique records in replay order, damaged lines)."""
     objects = list_all(s3, bucket, prefix)
     records: list[StreamRecord] = []

@@ -15,6 +15,9 @@ from worker.aws import classify_s3, error_code
 from worker.errors import RecordError
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
+
     pass
 
 __all__ = [
@@ -40,7 +43,7 @@ class ArchivedObject:
     etag: str
 
 
-def _pages(s3: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+def _pages(s3: S3Client, **kwargs: Any) -> Iterator[ListObjectsV2OutputTypeDef]:
     token: str | None = None
     while True:
         args = dict(kwargs, ContinuationToken=token) if token else kwargs
@@ -51,7 +54,7 @@ def _pages(s3: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
         token = page["NextContinuationToken"]
 
 
-def _subdirs(s3: Any, bucket: str, under: str) -> list[str]:
+def _subdirs(s3: S3Client, bucket: str, under: str) -> list[str]:
     """The "directories" right below ``under`` (common prefixes), without ``under`` and the slash."""
     out: list[str] = []
     try:
@@ -62,13 +65,13 @@ def _subdirs(s3: Any, bucket: str, under: str) -> list[str]:
     return sorted(out)
 
 
-def list_tables(s3: Any, bucket: str, prefix: str) -> list[str]:
+def list_tables(s3: S3Client, bucket: str, prefix: str) -> list[str]:
     """The tables that have a partition under ``prefix``."""
     return [d[len("table=") :] for d in _subdirs(s3, bucket, prefix) if d.startswith("table=")]
 
 
 def list_objects(
-    s3: Any,
+    s3: S3Client,
     bucket: str,
     prefix: str,
     tables: Sequence[str],
@@ -114,7 +117,7 @@ def list_objects(
     return out
 
 
-def list_all(s3: Any, bucket: str, prefix: str) -> list[ArchivedObject]:
+def list_all(s3: S3Client, bucket: str, prefix: str) -> list[ArchivedObject]:
     """Every archive object under ``prefix`` (reports, tests)."""
     out = []
     try:
@@ -194,7 +197,7 @@ def _first(entry: Entry) -> int:
     return entry[0]
 
 
-def read_object(s3: Any, bucket: str, obj: ArchivedObject) -> Loaded:
+def read_object(s3: S3Client, bucket: str, obj: ArchivedObject) -> Loaded:
     """GET and parse one object. A vanished object raises ``RecordError``; S3 trouble retries or stops."""
     try:
         resp = s3.get_object(Bucket=bucket, Key=obj.key)

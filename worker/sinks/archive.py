@@ -92,7 +92,7 @@ class ArchiveSink:
 
     def __init__(
         self,
-        s3: Any,
+        s3: S3Client,
         bucket: str,
         prefix: str,
         *,

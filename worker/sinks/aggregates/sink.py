@@ -151,6 +151,8 @@ from worker.sinks.aggregates.store import (
 from worker.sinks.aggregates.values import Vector, add_vectors
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
     from worker.config import Config
 
 __all__ = ["LOCAL_SHARD", "AggregatesSink", "create", "recompute"]
@@ -192,7 +194,7 @@ class AggregatesSink:
 
     def __init__(
         self,
-        client: Any,
+        client: DynamoDBClient,
         aggregates: Sequence[Aggregate | AggregateConfig],
         *,
         clock: Callable[[], float] = time.time,
@@ -280,6 +282,11 @@ class AggregatesSink:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+    @property
+    def pending(self) -> list[PendingRow]:
+        """The rows with deltas not yet durable (a read-only view, for tests and reports)."""
+        return list(self._rows.values())
 
     # -- report -----------------------------------------------------------------------------
 

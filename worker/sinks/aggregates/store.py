@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -19,6 +19,9 @@ from worker.attributes import decode_item, decode_value, encode_value
 from worker.aws import classify_dynamodb, error_code
 from worker.canonical import number_text, seq_text
 from worker.errors import FatalError, RetryableError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 PK, SK, GROUP, COUNT, HWM, UPDATED = "pk", "sk", "group", "count", "hwm", "updated_at"
 BATCH_GET_MAX = 100
@@ -145,7 +148,7 @@ class RowWrite:
 # -- calls ----------------------------------------------------------------------------------------
 
 
-def write(client: Any, row: RowWrite, now: float) -> RowState | None:
+def write(client: DynamoDBClient, row: RowWrite, now: float) -> RowState | None:
     """Apply one row write; its new state, or ``None`` when the condition failed (someone was first)."""
     try:
         resp = client.update_item(**row.request(now))
@@ -158,7 +161,7 @@ def write(client: Any, row: RowWrite, now: float) -> RowState | None:
     return state_of(resp.get("Attributes"))
 
 
-def read_states(client: Any, rows: Sequence[RowId], attempts: int = 4) -> dict[RowId, RowState]:
+def read_states(client: DynamoDBClient, rows: Sequence[RowId], attempts: int = 4) -> dict[RowId, RowState]:
     """Strongly consistent reads of rows' marks (BatchGetItem, 100 keys a call)."""
     out: dict[RowId, RowState] = {}
     for start in range(0, len(rows), BATCH_GET_MAX):
@@ -189,7 +192,7 @@ def read_states(client: Any, rows: Sequence[RowId], attempts: int = 4) -> dict[R
     return out
 
 
-def query_rows(client: Any, table: str, pk: str) -> list[dict[str, Any]]:
+def query_rows(client: DynamoDBClient, table: str, pk: str) -> list[dict[str, Any]]:
     """Every row of one aggregate, decoded, in sort-key order."""
     rows: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {
@@ -211,7 +214,7 @@ def query_rows(client: Any, table: str, pk: str) -> list[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = last
 
 
-def ensure_table(client: Any, table: str, *, create: bool) -> None:
+def ensure_table(client: DynamoDBClient, table: str, *, create: bool) -> None:
     """Check that ``table`` exists with the layout's keys; create it when ``create`` (local runs)."""
     try:
         desc = client.describe_table(TableName=table)["Table"]
@@ -229,7 +232,7 @@ def ensure_table(client: Any, table: str, *, create: bool) -> None:
         raise FatalError(f"aggregate table {table!r} must have keys pk (HASH, S) and sk (RANGE, S), has {keys}")
 
 
-def _create_table(client: Any, table: str) -> None:
+def _create_table(client: DynamoDBClient, table: str) -> None:
     try:
         client.create_table(
             TableName=table,

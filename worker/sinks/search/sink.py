@@ -197,6 +197,11 @@ class SearchSink:
         self._refused = []
         self.client.close()
 
+    @property
+    def pending(self) -> frozenset[str]:
+        """The ids of documents whose newest change is not yet durable (a read-only view)."""
+        return frozenset(self._pending)
+
     def report(self) -> dict[str, dict[str, Any]]:
         """``{index: {_id: document}}`` of live documents (tombstones excluded, metadata stripped)."""
         self.ensure_index()
