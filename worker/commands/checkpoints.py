@@ -1,4 +1,4 @@
-"""``worker checkpoints show|reset``: the KCL lease table's checkpoints (see :mod:`worker.checkpoints`).
+"""``worker checkpoints show|reset``: the KCL lease table's checkpoints (see :mod:`worker.leases`).
 
 worker checkpoints show [--json] [--no-lag]
 worker checkpoints reset --to trim-horizon|latest|SEQUENCE [--shard ID ...] [--force] [--wait SECONDS]
