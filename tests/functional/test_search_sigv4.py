@@ -32,7 +32,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from worker.config import SearchSection
-from worker.sinks.search_client import SearchClient, make_session
+from worker.sinks.search.client import SearchClient, make_session
 
 NOW = datetime.datetime(2026, 3, 14, 15, 9, 26)  # the fixed clock (UTC)
 AMZ_DATE = "20260314T150926Z"

@@ -32,9 +32,9 @@ from worker.errors import RetryableError
 from worker.pipeline import Pipeline
 from worker.records import RawRecord
 from worker.shapes import build
-from worker.sinks.memory import MemoryDeadLetters
 from worker.sinks.search import SearchSink
-from worker.sinks.search_client import SearchClient, make_session, tls_verify
+from worker.sinks.search.client import SearchClient, make_session, tls_verify
+from worker.testing import MemoryDeadLetters
 
 PROXY_VARS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY")
 CA_VARS = ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")

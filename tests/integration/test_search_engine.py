@@ -3,7 +3,7 @@
 Each test names, in its docstring, how osmem-server 0.1.6 (the fast tier)
 behaves on the same requests, so the fast tier's limits stay visible. Expected
 documents are written out by hand here, never derived from
-``worker.sinks.search_docs``.
+``worker.sinks.search.docs``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from worker.pipeline import Pipeline
 from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build
-from worker.sinks.memory import MemoryDeadLetters
-from worker.sinks.search import SearchSink, index_setup
-from worker.sinks.search_client import SearchClient, make_session
+from worker.sinks.search.client import SearchClient, make_session
+from worker.sinks.search.sink import SearchSink, index_setup
+from worker.testing import MemoryDeadLetters
 
 pytestmark = pytest.mark.integration
 

@@ -91,16 +91,17 @@ def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
 
 def _with_emulators(cfg: Any, stack: contextlib.ExitStack, engines: dict[str, Any], opensearch: str) -> Any:
     """Start moto / the search engine for whatever has no endpoint configured; ``engines`` gets their names."""
-    from worker.app import configured_sinks
     from worker.emulators import fake_aws_credentials, search_engine, start_moto, start_opensearch, start_osmem
+    from worker.sinks import registry
 
-    needs_aws = bool(cfg.aggregates or cfg.archive or cfg.deadletter.url.startswith("s3://"))
+    needed = registry.emulators(cfg)
+    needs_aws = "aws" in needed or cfg.deadletter.url.startswith("s3://")
     if needs_aws and not cfg.aws.endpoint_url:
         stack.enter_context(fake_aws_credentials())
         moto = start_moto()
         stack.callback(moto.stop)
         cfg = dataclasses.replace(cfg, aws=dataclasses.replace(cfg.aws, endpoint_url=moto.url))
-    if "search" in configured_sinks(cfg) and not cfg.search.url:
+    if "opensearch" in needed and not cfg.search.url:
         if opensearch == "embedded":
             node = start_opensearch()
             stack.callback(node.stop)
@@ -126,27 +127,10 @@ def render(report: dict[str, Any], fixtures: list[str], deadletters: str) -> str
         out.append(f"  STOPPED: {report['stopped']}")
     for role, engine in report.get("engines", {}).items():
         out.append(f"  {role} engine: " + ", ".join(f"{k} {v}" for k, v in engine.items()))
-    for name in ("aggregates", "search", "archive"):
+    from worker.sinks import registry
+
+    for name in registry.SINKS:
         if name in report:
             out.append(f"  {name}:")
-            out.extend(_render_section(name, report[name]))
+            out.extend(registry.module(name).render(report[name]))
     return "\n".join(out) + "\n"
-
-
-def _render_section(name: str, value: Any) -> list[str]:
-    lines: list[str] = []
-    if name == "aggregates" and isinstance(value, dict):
-        for agg, rows in value.items():
-            lines.append(f"    {agg}: {len(rows)} groups")
-            for row in rows:
-                group = ", ".join(f"{k}={v}" for k, v in row.get("group", {}).items())
-                metrics = "  ".join(f"{k}={v}" for k, v in row.get("metrics", {}).items())
-                lines.append(f"      {group or '(all)':<28} {metrics}")
-    elif name == "search" and isinstance(value, dict):
-        for index, docs in value.items():
-            lines.append(f"    index {index}: {len(docs)} documents")
-    elif isinstance(value, dict):
-        lines.append("    " + ", ".join(f"{k} {v}" for k, v in value.items()))
-    else:
-        lines.append(f"    {value}")
-    return lines
