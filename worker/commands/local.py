@@ -18,6 +18,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--fixtures", nargs="+", metavar="PATH", help="fixture files (default: [local] fixtures)")
     p.add_argument("--config", help=f"configuration file (default: {DEFAULT_CONFIG} if present)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    p.add_argument(
+        "--engine",
+        choices=("direct", "kcl"),
+        default="direct",
+        help="direct: fixtures straight into the pipeline; kcl: through a moto stream and `worker daemon` (Java)",
+    )
     p.set_defaults(run=run)
 
 
@@ -36,7 +42,13 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--fixtures", f"not a file: {f}")
     with contextlib.ExitStack() as stack:
         cfg = _with_emulators(cfg, stack)
-        report = execute(cfg, fixtures)
+        if args.engine == "kcl":
+            from worker.runtime import local_engine
+
+            config_path = str(Path(path).resolve()) if path else None
+            report = local_engine.execute(cfg, fixtures, config_path=config_path, stack=stack, progress=sys.stderr)
+        else:
+            report = execute(cfg, fixtures)
     if args.json:
         import orjson
 
@@ -69,6 +81,7 @@ def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
         "kinds": {k: stats.kinds.get(k, 0) for k in ("INSERT", "MODIFY", "REMOVE")},
         "changes": dict(sorted(stats.changes.items())),
         "deadletters": stats.deadletters,
+        "engines": {"stream": "direct"},
     }
     if stopped:
         report["stopped"] = stopped
