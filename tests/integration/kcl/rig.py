@@ -131,8 +131,12 @@ class Rig:
 
     def owners(self) -> dict[str, str | None]:
         from worker.checkpoints import read_leases
+        from worker.errors import FatalError
 
-        return {lease.shard: lease.owner for lease in read_leases(self.ddb, self.cfg.kcl.application_name)}
+        try:
+            return {lease.shard: lease.owner for lease in read_leases(self.ddb, self.cfg.kcl.application_name)}
+        except FatalError:  # no lease table yet
+            return {}
 
     def wait_checkpointed(self, proc: subprocess.Popen[bytes], timeout: float = 240.0) -> dict[str, str | None]:
         return local_kcl.wait_checkpointed(
@@ -155,18 +159,15 @@ class Rig:
         raise AssertionError(f"timed out waiting for {what}; {self.logs()}")
 
     def children(self, proc: subprocess.Popen[bytes]) -> list[int]:
-        """Pids of the ``worker kcl`` shard processes in the daemon's process group."""
+        """Pids of the ``worker kcl`` shard processes under the daemon."""
         pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
+        for pid in local_kcl.descendants(proc.pid):
             try:
-                cmd = (entry / "cmdline").read_bytes().split(b"\0")
-                pgid = os.getpgid(int(entry.name))
-            except (OSError, ProcessLookupError):
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
                 continue
-            if pgid == proc.pid and b"kcl" in cmd and b"worker" in cmd and b"daemon" not in cmd:
-                pids.append(int(entry.name))
+            if b"worker" in cmd and b"kcl" in cmd:
+                pids.append(pid)
         return pids
 
     def metric_files(self, worker_id: str = "w1") -> list[dict[str, Any]]:
