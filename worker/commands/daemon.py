@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, ENV_DIR: str(metrics_dir)}
     # The JVM logs like this process (launcher/src/main/resources/worker-kcl-logback.xml).
     fmt = cfg.worker.log_format
-    env.setdefault("WORKER_KCL_LOG_FORMAT", "json" if fmt == "json" or (fmt == "auto" and not sys.stderr.isatty()) else "console")
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    env.setdefault("WORKER_KCL_LOG_FORMAT", "json" if use_json else "console")
     if config_path:
         env["WORKER_CONFIG"] = config_path
     launcher = Launcher(LauncherCommand.from_env(os.environ).argv(str(props_path)), env=env)

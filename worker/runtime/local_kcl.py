@@ -49,7 +49,9 @@ def classpath_dir(env: Mapping[str, str]) -> str:
         return configured
     if REPO_LAUNCHER_LIB.is_dir():
         return str(REPO_LAUNCHER_LIB)
-    raise FatalError("no KCL launcher jars: run `bash .ci/dev local` (it builds launcher/) or set WORKER_KCL_CLASSPATH_DIR")
+    raise FatalError(
+        "no KCL launcher jars: run `bash .ci/dev local` (it builds launcher/) or set WORKER_KCL_CLASSPATH_DIR"
+    )
 
 
 def engine_label(lib: str) -> str:

@@ -147,7 +147,9 @@ class Rig:
             timeout=timeout,
         )
 
-    def wait_for(self, what: str, cond: Any, proc: subprocess.Popen[bytes] | None = None, timeout: float = 240.0) -> Any:
+    def wait_for(
+        self, what: str, cond: Any, proc: subprocess.Popen[bytes] | None = None, timeout: float = 240.0
+    ) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = cond()

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 
+import orjson
+
 from tests.integration.kcl.rig import Rig
 from worker.runtime import local_kcl
 
@@ -39,6 +41,14 @@ def test_happy_path_then_sigterm_exits_zero_with_final_checkpoint(rig: Rig) -> N
     assert rig.stream().checkpointed(leases) == rig.stream().records >= 250
     assert local_kcl.stop_daemon(proc, grace=60) == 0
     rig.assert_exact()
+    # log_format = "json": the daemon, the JVM (launcher/KCL) and the children all log JSON lines on stderr.
+    lines = [line for line in (rig.tmp / "daemon-w1.log").read_text().splitlines() if line.strip()]
+    jvm = 0
+    for line in lines:
+        entry = orjson.loads(line)
+        assert {"event", "level", "timestamp"} <= set(entry), line
+        jvm += str(entry.get("logger", "")).startswith(("software.amazon.kinesis", "worker.kcl"))
+    assert jvm > 10
 
 
 def test_sigterm_mid_stream_checkpoints_what_was_flushed_and_exits_zero(rig: Rig) -> None:
@@ -112,7 +122,9 @@ def test_two_daemons_one_killed_the_other_takes_over(rig: Rig) -> None:
     local_kcl.kill_group(procs[owner])
     survivor_id = "w2" if owner == "w1" else "w1"
     survivor = procs[survivor_id]
-    rig.wait_for("the survivor takes the lease", lambda: rig.owners() == {s: survivor_id for s in rig.owners()}, survivor)
+    rig.wait_for(
+        "the survivor takes the lease", lambda: rig.owners() == {s: survivor_id for s in rig.owners()}, survivor
+    )
     writer.join()
     rig.wait_checkpointed(survivor)
     assert delivered(rig, survivor_id) > 0
@@ -121,36 +133,28 @@ def test_two_daemons_one_killed_the_other_takes_over(rig: Rig) -> None:
 
 
 def cli(rig: Rig, *args: str) -> subprocess.CompletedProcess[str]:
+    """``worker checkpoints --config <rig's> ARGS...`` as a separate process."""
     env = {**os.environ, **rig.env, "AWS_EC2_METADATA_DISABLED": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args, "--config", str(rig.config_path)]
-        if args[0] != "checkpoints"
-        else [sys.executable, "-m", "worker", "checkpoints", "--config", str(rig.config_path), *args[1:]],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    argv = [sys.executable, "-m", "worker", "checkpoints", "--config", str(rig.config_path), *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_replay_from_trim_horizon_leaves_every_sink_as_it_was(rig: Rig) -> None:
-    import orjson
-
     rig.write(250)
     proc = rig.start()
     leases = rig.wait_checkpointed(proc)
     (shard,) = leases
-    shown = cli(rig, "checkpoints", "show", "--json", "--no-lag")
+    shown = cli(rig, "show", "--json", "--no-lag")
     assert shown.returncode == 0, shown.stderr
     rows = [orjson.loads(line) for line in shown.stdout.splitlines()]
     assert [(r["shard"], r["checkpoint"], r["owner"]) for r in rows] == [(shard, leases[shard], "w1")]
-    refused = cli(rig, "checkpoints", "reset", "--to", "trim-horizon", "--wait", "6")
+    refused = cli(rig, "reset", "--to", "trim-horizon", "--wait", "6")
     assert refused.returncode != 0 and "held" in refused.stderr.lower(), refused.stderr
     assert rig.leases() == leases  # untouched
     assert local_kcl.stop_daemon(proc, grace=60) == 0
     before, archive_before = rig.sinks(), rig.archive_lines()
 
-    reset = cli(rig, "checkpoints", "reset", "--to", "trim-horizon", "--wait", "6")
+    reset = cli(rig, "reset", "--to", "trim-horizon", "--wait", "6")
     assert reset.returncode == 0, reset.stderr
     assert rig.leases() == {shard: "TRIM_HORIZON"}
     again = rig.start()

@@ -83,6 +83,8 @@ public final class StreamsMultiLangLauncher {
     static final long ADAPTER_RETRY_MAX_MILLIS = 10_000L;
     static final String LOGBACK_PROPERTY = "logback.configurationFile";
     static final String LOGBACK_RESOURCE = "worker-kcl-logback.xml";
+    static final String LOGBACK_JSON_RESOURCE = "worker-kcl-logback-json.xml";
+    static final String LOG_FORMAT_ENV = "WORKER_KCL_LOG_FORMAT";
 
     private StreamsMultiLangLauncher() {}
 
@@ -94,7 +96,8 @@ public final class StreamsMultiLangLauncher {
         }
         // Before the first logger exists; an explicit -Dlogback.configurationFile wins.
         if (System.getProperty(LOGBACK_PROPERTY) == null) {
-            System.setProperty(LOGBACK_PROPERTY, LOGBACK_RESOURCE);
+            boolean json = "json".equalsIgnoreCase(System.getenv(LOG_FORMAT_ENV));
+            System.setProperty(LOGBACK_PROPERTY, json ? LOGBACK_JSON_RESOURCE : LOGBACK_RESOURCE);
         }
         Logger log = LoggerFactory.getLogger(StreamsMultiLangLauncher.class);
         int exitCode;
