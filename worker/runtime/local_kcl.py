@@ -292,10 +292,17 @@ def wait_checkpointed(
     progress: Callable[[dict[str, str | None]], None] = lambda _leases: None,
     poll: float = 0.5,
 ) -> dict[str, str | None]:
-    """Poll the lease table until the checkpoints cover every record of ``content``."""
+    """Poll the lease table until the checkpoints cover every record of ``content``.
+
+    The result also lists shards seen at ``SHARD_END`` whose leases KCL has since deleted.
+    """
     deadline = time.monotonic() + timeout
+    ended: set[str] = set()
     while True:
         leases = checkpoints(ddb, lease_table)
+        # KCL deletes a parent's lease once its children reach SHARD_END: remember ended shards.
+        ended |= {shard for shard, cp in leases.items() if cp == "SHARD_END"}
+        leases.update({shard: "SHARD_END" for shard in ended if shard not in leases})
         progress(leases)
         if leases and content.checkpointed(leases) == content.records:
             return leases

@@ -13,7 +13,9 @@ import gzip
 import os
 import random
 import subprocess
+import sys
 import time
+import urllib.request
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -24,7 +26,7 @@ import orjson
 from worker import config
 from worker.app import build_pipeline
 from worker.aws import client
-from worker.emulators import start_moto, start_osmem
+from worker.emulators import Moto, free_port, start_moto, start_osmem
 from worker.runtime import local_kcl
 
 TABLE = "Orders"
@@ -62,10 +64,34 @@ prefix = "changes/"
 TEST_PROPERTIES = {**local_kcl.LOCAL_PROPERTIES, "maxRecords": "50"}
 
 
+def start_fake_rollover_moto(every: int, timeout: float = 30.0) -> Moto:
+    """moto server with the FAKE shard rollover of ``fake_rollover_moto.py`` (a shard closes every ``every``)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("fake_rollover_moto.py")), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "FAKE_ROLLOVER_EVERY": str(every)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    moto = Moto(proc, f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"fake moto server exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(f"{moto.url}/moto-api/", timeout=1).close()
+            return moto
+        except OSError:
+            time.sleep(0.1)
+    moto.stop()
+    raise RuntimeError("fake moto server did not start")
+
+
 class Rig:
-    def __init__(self, tmp: Path, app: str = "worker-it") -> None:
+    def __init__(self, tmp: Path, app: str = "worker-it", rollover_every: int = 0) -> None:
         self.tmp = tmp
-        self.moto = start_moto()
+        self.moto = start_fake_rollover_moto(rollover_every) if rollover_every else start_moto()
         self.osmem = start_osmem()
         self.lib = local_kcl.classpath_dir(os.environ)
         self.config_path = tmp / "worker.toml"
