@@ -31,7 +31,7 @@ def execute(
     """Run the fixtures through the real KCL chain; ``progress`` (a terminal) gets one updating line."""
     from worker.app import build_pipeline
     from worker.aws import client
-    from worker.checkpoints import lease_table
+    from worker.leases import lease_table
     from worker.metrics import Collector
     from worker.sinks import Reporting
     from worker.sources import fixtures as fixture_source

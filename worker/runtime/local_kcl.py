@@ -100,8 +100,8 @@ class Change:
 
 def changes(records: Iterable[Any]) -> tuple[list[Change], list[str]]:
     """The writes that reproduce the fixture records (raw records), and the places skipped as unreadable."""
+    from worker.decode import decode
     from worker.errors import RecordError
-    from worker.records import decode
 
     out: list[Change] = []
     skipped: list[str] = []
@@ -183,7 +183,7 @@ def read_stream(streams: Any, arn: str) -> StreamContent:
 
 def checkpoints(ddb: Any, lease_table: str) -> dict[str, str | None]:
     """``{shard: checkpoint}`` from the lease table KCL wrote (empty while it does not exist)."""
-    from worker.checkpoints import read_leases
+    from worker.leases import read_leases
 
     try:
         return {lease.shard: lease.checkpoint for lease in read_leases(ddb, lease_table)}

@@ -156,8 +156,8 @@ class Rig:
         return local_kcl.checkpoints(self.ddb, self.cfg.kcl.application_name)
 
     def owners(self) -> dict[str, str | None]:
-        from worker.checkpoints import read_leases
         from worker.errors import FatalError
+        from worker.leases import read_leases
 
         try:
             return {lease.shard: lease.owner for lease in read_leases(self.ddb, self.cfg.kcl.application_name)}

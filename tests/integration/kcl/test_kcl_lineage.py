@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.kcl.rig import Rig
-from worker.checkpoints import read_leases
+from worker.leases import read_leases
 from worker.runtime import local_kcl
 
 
