@@ -25,6 +25,12 @@ def add_parser(sub: Any) -> None:
         help="search engine when search.url is empty: osmem-server (fast, default) or a real OpenSearch 2.x node "
         "(opensearch-node/, built by `bash .ci/dev build`)",
     )
+    p.add_argument(
+        "--engine",
+        choices=("direct", "kcl"),
+        default="direct",
+        help="direct: fixtures straight into the pipeline; kcl: through a moto stream and `worker daemon` (Java)",
+    )
     p.set_defaults(run=run)
 
 
@@ -44,7 +50,13 @@ def run(args: argparse.Namespace) -> int:
     engines: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         cfg = _with_emulators(cfg, stack, engines, args.opensearch)
-        report = execute(cfg, fixtures)
+        if args.engine == "kcl":
+            from worker.runtime import local_engine
+
+            config_path = str(Path(path).resolve()) if path else None
+            report = local_engine.execute(cfg, fixtures, config_path=config_path, stack=stack, progress=sys.stderr)
+        else:
+            report = execute(cfg, fixtures)
     if engines:
         report["engines"] = {**report.get("engines", {}), **engines}
     if args.json:
@@ -79,6 +91,7 @@ def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
         "kinds": {k: stats.kinds.get(k, 0) for k in ("INSERT", "MODIFY", "REMOVE")},
         "changes": dict(sorted(stats.changes.items())),
         "deadletters": stats.deadletters,
+        "engines": {"stream": "direct"},
     }
     if stopped:
         report["stopped"] = stopped
@@ -123,10 +136,13 @@ def render(report: dict[str, Any], fixtures: list[str], deadletters: str) -> str
     out.append("  records: " + ", ".join(f"{k} {v}" for k, v in report["kinds"].items()))
     out.append("  changes: " + (", ".join(f"{k} {v}" for k, v in report["changes"].items()) or "none"))
     out.append(f"  dead letters: {report['deadletters']}" + (f" (in {deadletters})" if report["deadletters"] else ""))
+    if report.get("leases"):
+        out.append("  leases: " + ", ".join(f"{k} at {v}" for k, v in report["leases"].items()))
     if report.get("stopped"):
         out.append(f"  STOPPED: {report['stopped']}")
     for role, engine in report.get("engines", {}).items():
-        out.append(f"  {role} engine: " + ", ".join(f"{k} {v}" for k, v in engine.items()))
+        text = ", ".join(f"{k} {v}" for k, v in engine.items()) if isinstance(engine, dict) else str(engine)
+        out.append(f"  {role} engine: {text}")
     from worker.sinks import registry
 
     for name in registry.SINKS:
