@@ -13,6 +13,12 @@ Shapes accepted by :func:`decode` (all auto-detected, per record):
 Timestamps: a ``datetime`` is taken as is; an ISO string is parsed; a number is
 epoch milliseconds when above 1e11 (year 5138 in seconds) and epoch seconds
 otherwise. Stream timestamps have one-second resolution either way.
+``ApproximateCreationDateTime`` is optional in the Streams API (the Lambda
+console's test event and libraries' sample events lack it): such a record gets
+its arrival time (the decoding time, whole seconds) and ``created_at_is_arrival``.
+Sequence numbers are any decimal string (samples use short ones such as
+``"111"``); ``eventSourceARN`` may be any text (only a ``:table/`` ARN names the
+table).
 
 Raw AttributeValue dicts never leave this module (and :mod:`worker.attributes`):
 images are decoded lazily, on first access, and cached. Equality of raw
@@ -73,11 +79,14 @@ class RawRecord:
 
     ``payload`` is JSON text (``bytes``/``str``) or an already parsed mapping.
     ``where`` is ``file:line`` for files and ``shard/sequence`` for streams.
+    ``replay_sinks`` marks a dead letter being replayed: the names of the sinks that
+    parked it (it goes to those only; empty: every sink, for a record no sink saw).
     """
 
     payload: bytes | str | Mapping[str, Any]
     where: str
     shard_id: str | None = None
+    replay_sinks: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,6 +122,7 @@ class StreamRecord:
     _text: bytes | str | None = field(default=None, repr=False)
     _changes: tuple[Any, ...] | None = field(default=None, repr=False)
     _names: tuple[str, ...] | None = field(default=None, repr=False)
+    created_at_is_arrival: bool = False  # no ApproximateCreationDateTime: created_at is when it was decoded
 
     @cached_property
     def sequence(self) -> int:
@@ -131,6 +141,15 @@ class StreamRecord:
     def new_image(self) -> Item | None:
         """The item after the change; ``None`` when the record has no new image."""
         return None if self._new is None else self._decode(self._image(1), "dynamodb.NewImage")
+
+    @property
+    def has_old_image(self) -> bool:
+        """Whether the record carries an old image (``{}`` counts as none), without decoding it."""
+        return self._old is not None
+
+    @property
+    def has_new_image(self) -> bool:
+        return self._new is not None
 
     def old_value(self, name: str) -> Value:
         """One top-level attribute of the old image (``None`` if absent), decoding only it."""
@@ -159,7 +178,10 @@ class StreamRecord:
             return cached[which]  # type: ignore[no-any-return]
         image = self._new if which else self._old
         if image is _UNREAD:
-            return _READ_IMAGE[which](self._text).dynamodb.image or {}  # type: ignore[arg-type]
+            try:
+                return _READ_IMAGE[which](self._text).dynamodb.image or {}  # type: ignore[arg-type]
+            except msgspec.DecodeError as exc:
+                raise RecordError(f"invalid JSON: {exc}", where=self.location, payload=self.original()) from None
         return image or {}
 
     def _raw_changes(self) -> tuple[Any, ...]:
@@ -221,6 +243,10 @@ class StreamRecord:
     def _parsed(self) -> Mapping[str, Any]:
         parsed: Mapping[str, Any] = orjson.loads(self._text)  # type: ignore[arg-type]
         return parsed
+
+    def original_text(self) -> bytes | str | None:
+        """The record's JSON text as delivered, when it was decoded from text (else ``None``)."""
+        return self._text
 
     def original_json(self) -> bytes:
         """The original record as JSON; bytes become base64 and datetimes epoch seconds."""
@@ -342,7 +368,8 @@ def decode_mapping(obj: Any, *, where: str, shard_id: str | None = None) -> Stre
     size = ddb.get("SizeBytes")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
         raise fail("dynamodb.SizeBytes", f"must be an integer, got {size!r}")
-    created = _timestamp(ddb.get("ApproximateCreationDateTime"), fail)
+    stamp = ddb.get("ApproximateCreationDateTime")
+    created = arrival_time() if stamp is None else _timestamp(stamp, fail)
     return StreamRecord(
         event_name=event,
         sequence_number=seq,
@@ -358,6 +385,7 @@ def decode_mapping(obj: Any, *, where: str, shard_id: str | None = None) -> Stre
         _old=old,
         _new=new,
         _original=obj,
+        created_at_is_arrival=stamp is None,
     )
 
 
@@ -387,7 +415,29 @@ class _WireRecord(msgspec.Struct, gc=False):
 
 
 _read_wire = msgspec.json.Decoder(_WireRecord).decode
-_load_raw = msgspec.json.Decoder().decode
+_parse_raw = msgspec.json.Decoder().decode
+
+
+def _load_raw(raw: Any) -> Any:
+    """One attribute value kept raw by the fast path, parsed now (a ``RecordError`` if it is bad)."""
+    try:
+        return _parse_raw(raw)
+    except msgspec.DecodeError as exc:
+        raise RecordError(f"invalid JSON: {exc}") from None
+
+
+def _valid_utf8(text: bytes | str) -> bool:
+    """Whether the text is valid UTF-8 (msgspec leaves raw slices unchecked; ASCII is the fast case)."""
+    if text.isascii():
+        return True
+    try:
+        if isinstance(text, bytes):
+            text.decode("utf-8")
+        else:
+            text.encode("utf-8")
+    except UnicodeError:
+        return False
+    return True
 
 
 class _OldImage(msgspec.Struct, gc=False, rename={"image": "OldImage"}):
@@ -425,6 +475,8 @@ def _decode_text(text: bytes | str, where: str, shard_id: str | None) -> StreamR
     a multilang envelope, invalid JSON or any malformed field returns ``None``,
     so that the general path parses the text and names the error.
     """
+    if not _valid_utf8(text):
+        return None  # the general path names the error (orjson refuses invalid UTF-8)
     try:
         wire = _read_wire(text)
     except msgspec.DecodeError:
@@ -441,7 +493,9 @@ def _decode_text(text: bytes | str, where: str, shard_id: str | None) -> StreamR
         return None
     stamp = ddb.ApproximateCreationDateTime
     created = _STAMPS.get(stamp) if type(stamp) is int else None  # many records share a second
-    if created is None:
+    if stamp is None:
+        created = arrival_time()
+    elif created is None:
         try:
             created = _timestamp(stamp, _no_record)
         except RecordError:
@@ -474,6 +528,7 @@ def _decode_text(text: bytes | str, where: str, shard_id: str | None) -> StreamR
         _text=text,
         _changes=changes,
         _names=names,
+        created_at_is_arrival=stamp is None,
     )
 
 
@@ -532,6 +587,11 @@ def _timestamp(v: Any, fail: Any) -> dt.datetime:
         except (OverflowError, OSError, ValueError):
             raise fail(fld, f"timestamp out of range: {v!r}") from None
     raise fail(fld, f"missing or not a timestamp: {v!r}")
+
+
+def arrival_time() -> dt.datetime:
+    """Now, in whole seconds: the time of a record that carries no creation time."""
+    return dt.datetime.now(UTC).replace(microsecond=0)
 
 
 @lru_cache(maxsize=1024)  # a busy shard has many records per (one-second) timestamp

@@ -44,7 +44,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from worker.attributes import Item, Value
+from worker.attributes import Item, Value, number_fault
 from worker.errors import ConfigError
 
 EXACT = decimal.Context(
@@ -158,8 +158,8 @@ def number_text(d: Decimal) -> str:
 
 
 def fits_dynamodb(d: Decimal) -> bool:
-    """True when DynamoDB can store ``d`` exactly (38 significant digits)."""
-    return d.is_zero() or len(d.normalize(EXACT).as_tuple().digits) <= DYNAMODB_DIGITS
+    """True when DynamoDB can store ``d`` exactly (38 significant digits, its range)."""
+    return number_fault(d) is None
 
 
 def canonical_json(v: Value) -> str:

@@ -65,6 +65,7 @@ class RowState:
 
     exists: bool
     hwm: Mapping[str, str] = field(default_factory=dict)  # shard -> hwm_entry
+    totals: Mapping[str, Decimal] = field(default_factory=dict)  # count and metric attributes, as read
 
     def applied(self, shard: str) -> int | None:
         """The last sequence of ``shard`` applied to this row (``None``: none known)."""
@@ -86,7 +87,8 @@ def state_of(attributes: Mapping[str, Any] | None) -> RowState:
         return ABSENT
     raw = attributes.get(HWM)
     hwm = decode_value(raw) if raw is not None else {}
-    return RowState(True, {str(k): str(v) for k, v in (hwm or {}).items()})
+    totals = {k: Decimal(v["N"]) for k, v in attributes.items() if isinstance(v, Mapping) and "N" in v}
+    return RowState(True, {str(k): str(v) for k, v in (hwm or {}).items()}, totals)
 
 
 @dataclass(frozen=True)
@@ -199,17 +201,13 @@ def write(client: Any, row: RowWrite, now: float) -> RowState | None:
 
 
 def read_states(client: Any, rows: Sequence[RowId], attempts: int = 4) -> dict[RowId, RowState]:
-    """Strongly consistent reads of rows' marks (BatchGetItem, 100 keys a call)."""
+    """Strongly consistent reads of rows' marks and totals (BatchGetItem, 100 keys a call)."""
     out: dict[RowId, RowState] = {}
     for start in range(0, len(rows), BATCH_GET_MAX):
         chunk = rows[start : start + BATCH_GET_MAX]
         request: dict[str, Any] = {}
         for table, pk, sk in chunk:
-            entry = request.setdefault(
-                table,
-                {"Keys": [], "ConsistentRead": True, "ProjectionExpression": "#pk, #sk, #hwm"},
-            )
-            entry["ExpressionAttributeNames"] = {"#pk": PK, "#sk": SK, "#hwm": HWM}
+            entry = request.setdefault(table, {"Keys": [], "ConsistentRead": True})  # marks and totals
             entry["Keys"].append({PK: {"S": pk}, SK: {"S": sk}})
         for _ in range(attempts):
             try:
