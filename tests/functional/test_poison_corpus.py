@@ -118,3 +118,16 @@ def test_poison_records_are_parked_once_per_refusing_sink_and_the_good_ones_are_
     # The archive holds every record that decoded, except the one it refused.
     decoded = [c for c in corpus if DECODE not in c.parked_by]
     assert report["archive"]["records"] == len(decoded) - sum(1 for c in decoded if "archive" in c.parked_by)
+
+
+def test_a_lambda_console_style_test_event_is_processed_not_parked(tmp_path: Path) -> None:
+    # Our own event in the Lambda console's shape: no ApproximateCreationDateTime, sequence
+    # numbers "111".."333", eventSourceARN values that are a placeholder stream ARN, text, a table ARN.
+    run, parked = run_local(tmp_path, CORPUS.parent / "lambda_console_event.json")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert (report["records"], report["deadletters"], parked) == (3, 0, [])
+    by_status = {r["group"]["status"]: r["metrics"] for r in report["aggregates"]["orders_by_status"]}
+    assert by_status == {"shipped": {"orders": 1, "revenue": "4.25"}, "paid": {"orders": 1, "revenue": "1"}}
+    assert sorted(d["order_id"] for d in report["search"]["orders"].values()) == ["c-1", "c-2"]
+    assert report["archive"]["records"] == 3
