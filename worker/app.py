@@ -68,8 +68,7 @@ def build_deadletters(cfg: Config, *, provision: bool = False) -> DeadLetters:
 
         bucket, prefix = split_s3_url(url)
         s3 = client(cfg, "s3")
-        if provision:
-            ensure_bucket(s3, bucket)
+        ensure_bucket(s3, bucket, create=provision)
         return S3DeadLetters(s3, bucket, prefix)
     path = url[len("file://") :] if url.startswith("file://") else url
     return LocalDeadLetters(cfg.resolve(path) if not url.startswith("file:///") else path)
@@ -85,19 +84,50 @@ def build_pipeline(
     retry: RetryPolicy | None = None,
     log: Any = None,
 ) -> Pipeline:
+    retry = retry or retry_policy(cfg)
+    # Start-up (tables, bucket, index checks) retries like a flush: an endpoint that is
+    # briefly unreachable at start is waited for, within the same time budget.
+    if sinks is None:
+        sinks = retry.call(lambda: build_sinks(cfg, only=only, provision=provision), "start-up")
+    if deadletters is None:
+        deadletters = retry.call(lambda: build_deadletters(cfg, provision=provision), "start-up: dead letters")
+    return Pipeline(sinks, deadletters, retry=retry, max_batch_records=cfg.pipeline.max_batch_records, log=log)
+
+
+def retry_policy(cfg: Config) -> RetryPolicy:
+    """The one failure budget of ``[pipeline]``: backoff within ``max_outage_seconds``."""
     p = cfg.pipeline
-    return Pipeline(
-        sinks if sinks is not None else build_sinks(cfg, only=only, provision=provision),
-        deadletters if deadletters is not None else build_deadletters(cfg, provision=provision),
-        retry=retry or RetryPolicy(attempts=p.retry_attempts, base=p.retry_base_seconds, cap=p.retry_max_seconds),
-        max_batch_records=p.max_batch_records,
-        log=log,
+    return RetryPolicy(
+        attempts=p.retry_attempts,
+        base=p.retry_base_seconds,
+        cap=p.retry_max_seconds,
+        max_outage_seconds=p.max_outage_seconds,
     )
 
 
-def ensure_bucket(s3: Any, bucket: str) -> None:
-    """Create ``bucket`` if missing (local runs and tests only)."""
+def ensure_bucket(s3: Any, bucket: str, *, create: bool = True) -> None:
+    """Check that ``bucket`` exists and is ours to use; create it if missing when ``create``
+    (local runs and tests). Unreachable endpoints retry; missing, forbidden, no credentials stop."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from worker.errors import FatalError
+    from worker.sources.archive import classify, error_code
+
     try:
         s3.head_bucket(Bucket=bucket)
-    except Exception:
+        return
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in ("403", "AccessDenied"):
+            raise FatalError(f"S3 bucket {bucket!r}: access denied (check the IAM policy)") from exc
+        if code not in ("404", "NoSuchBucket"):
+            raise classify(exc, f"HeadBucket {bucket}") from exc
+        if not create:
+            raise FatalError(f"S3 bucket {bucket!r} does not exist") from exc
+    except BotoCoreError as exc:
+        raise classify(exc, f"HeadBucket {bucket}") from exc
+    try:
         s3.create_bucket(Bucket=bucket)
+    except (ClientError, BotoCoreError) as exc:
+        if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise classify(exc, f"CreateBucket {bucket}") from exc

@@ -14,11 +14,13 @@ def client(cfg: Config, service: str, **overrides: Any) -> Any:
 
     endpoint = cfg.aws.endpoint(service)
     boto_cfg = BotoConfig(
-        retries={"mode": "standard", "max_attempts": 3},
+        # One try per call: the pipeline's RetryPolicy retries within its time budget
+        # (pipeline.max_outage_seconds), so the two layers never multiply.
+        retries={"mode": "standard", "total_max_attempts": 1},
         # Account-scoped DynamoDB endpoints need an account id moto does not give.
         account_id_endpoint_mode="disabled",
-        connect_timeout=5,
-        read_timeout=30,
+        connect_timeout=cfg.aws.connect_timeout_seconds,
+        read_timeout=cfg.aws.read_timeout_seconds,
         max_pool_connections=16,
     )
     kwargs: dict[str, Any] = {"region_name": cfg.worker.region, "config": boto_cfg}
@@ -27,3 +29,21 @@ def client(cfg: Config, service: str, **overrides: Any) -> Any:
     kwargs.update(overrides)
     session: Any = boto3.session.Session()  # untyped on purpose: `service` is dynamic
     return session.client(service, **kwargs)
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The ``Retry-After`` header (seconds) of a botocore error's response, if the service sent one."""
+    response = getattr(exc, "response", None)
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) if isinstance(response, dict) else {}
+    value = headers.get("retry-after") if isinstance(headers, dict) else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def missing_credentials(exc: BaseException) -> bool:
+    """True for botocore's "no credentials" errors: a configuration problem, never retried."""
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+    return isinstance(exc, NoCredentialsError | PartialCredentialsError)

@@ -16,6 +16,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
 from worker.attributes import decode_item, decode_value, encode_value
+from worker.aws import missing_credentials, retry_after
 from worker.errors import FatalError, RetryableError
 from worker.sinks.aggregates_spec import number_text
 
@@ -176,12 +177,16 @@ def classify(exc: Exception, what: str) -> Exception:
         code = error_code(exc)
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code in RETRYABLE_CODES or status >= 500:
-            return RetryableError(f"{what}: {code or status}: {exc}")
+            return RetryableError(f"{what}: {code or status}: {exc}", retry_after=retry_after(exc))
+        if code == "AccessDeniedException":
+            return FatalError(f"{what}: access denied (check the IAM policy): {exc}")
         if code == "ResourceNotFoundException":
             return FatalError(f"{what}: table not found (create it, or run locally with provisioning): {exc}")
         return FatalError(f"{what}: {code}: {exc}")
     if isinstance(exc, ConnectionError | HTTPClientError):
         return RetryableError(f"{what}: connection failed: {exc}")
+    if missing_credentials(exc):
+        return FatalError(f"{what}: no AWS credentials ({exc})")
     if isinstance(exc, BotoCoreError):
         return FatalError(f"{what}: {exc}")
     return exc

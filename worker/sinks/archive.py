@@ -278,10 +278,9 @@ def create(
         from worker.aws import client
 
         s3 = client(cfg, "s3")
-    if provision:
-        from worker.app import ensure_bucket
+    from worker.app import ensure_bucket
 
-        ensure_bucket(s3, a.bucket)
+    ensure_bucket(s3, a.bucket, create=provision)
     return ArchiveSink(
         s3,
         a.bucket,

@@ -150,10 +150,14 @@ def error_code(exc: BaseException) -> str:
 
 def classify(exc: Exception, what: str) -> WorkerError:
     """A botocore error as the worker's error: missing bucket or no permission stops, the rest retries."""
+    from worker.aws import missing_credentials, retry_after
+
+    if missing_credentials(exc):
+        return FatalError(f"{what}: no AWS credentials ({exc})")
     code = error_code(exc)
     if code in _FATAL_CODES:
         return FatalError(f"{what}: {code}: {exc}")
-    return RetryableError(f"{what}: {exc}")
+    return RetryableError(f"{what}: {exc}", retry_after=retry_after(exc))
 
 
 # -- listing ---------------------------------------------------------------------------

@@ -23,12 +23,14 @@ import base64
 import binascii
 import gzip
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from worker.errors import FatalError
 from worker.records import RawRecord, expand
 
 
@@ -39,9 +41,15 @@ def read(paths: Iterable[str | os.PathLike[str]]) -> Iterator[RawRecord]:
 
 def read_file(path: str | os.PathLike[str]) -> Iterator[RawRecord]:
     name = os.fspath(path)
-    data = Path(name).read_bytes()
+    try:
+        data = Path(name).read_bytes()
+    except OSError as exc:
+        raise FatalError(f"{name}: cannot read the fixture file: {exc.strerror or exc}") from None
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile, truncated, corrupt data
+            raise FatalError(f"{name}: not a readable gzip file (corrupt or truncated): {exc}") from None
     stripped = data.lstrip()
     if stripped[:1] in (b"{", b"[") and b"\n" in stripped.rstrip():
         # A pretty-printed document (a Lambda event, a CLI page) spans lines.
