@@ -70,7 +70,8 @@ AGG = '[[aggregates]]\nname = "a"\ntable = "T"\ngroup_by = ["status"]\nmetrics =
 )
 def test_an_unreachable_endpoint_is_retried_then_named_in_one_line(tmp_path: Path, section: str, names: str) -> None:
     port = closed_port()
-    run = worker("local", "--config", str(write(tmp_path, section.replace("{port}", str(port)))), "--fixtures", str(FIXTURE))
+    cfg = write(tmp_path, section.replace("{port}", str(port)))
+    run = worker("local", "--config", str(cfg), "--fixtures", str(FIXTURE))
     line = one_line(run)
     assert line.startswith("worker: start-up: gave up after") and names in line and str(port) in line
 
