@@ -68,7 +68,8 @@ def build_deadletters(cfg: Config, *, provision: bool = False) -> DeadLetters:
 
         bucket, prefix = split_s3_url(url)
         s3 = client(cfg, "s3")
-        ensure_bucket(s3, bucket, create=provision)
+        if provision:
+            ensure_bucket(s3, bucket)
         return S3DeadLetters(s3, bucket, prefix)
     path = url[len("file://") :] if url.startswith("file://") else url
     return LocalDeadLetters(cfg.resolve(path) if not url.startswith("file:///") else path)

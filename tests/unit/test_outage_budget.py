@@ -6,27 +6,12 @@ import random
 
 import pytest
 
+from tests.simclock import SimClock
 from worker.errors import FatalError, RetryableError
 from worker.pipeline import Pipeline, StopProcessing
 from worker.records import RawRecord
 from worker.retry import DEFAULT_MAX_OUTAGE_SECONDS, RetryPolicy
 from worker.sinks.memory import MemoryDeadLetters, MemorySink
-
-
-class SimClock:
-    """Simulated monotonic time: ``sleep`` advances it, as does a call that hangs."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def policy(clock: SimClock, **kw) -> RetryPolicy:

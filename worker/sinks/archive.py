@@ -278,9 +278,10 @@ def create(
         from worker.aws import client
 
         s3 = client(cfg, "s3")
-    from worker.app import ensure_bucket
+    if provision:  # production finds a missing bucket at the first flush (NoSuchBucket: a stop)
+        from worker.app import ensure_bucket
 
-    ensure_bucket(s3, a.bucket, create=provision)
+        ensure_bucket(s3, a.bucket)
     return ArchiveSink(
         s3,
         a.bucket,
