@@ -34,6 +34,7 @@ A schedule is reproducible from its seed up to the interleaving of the parallel 
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
@@ -43,6 +44,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import structlog
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from tests.simclock import SimClock
@@ -61,6 +63,10 @@ SCHEDULES = int(os.environ.get("AGGREGATES_SCHEDULES", "1000"))
 CHUNKS = 8
 CONCURRENCY = 8  # the sink's production default
 READ_TIMEOUT = 30.0  # what a hung call costs on the simulated clock
+# Thousands of retries and parks: logged nowhere (their counts are asserted instead).
+QUIET = structlog.wrap_logger(
+    structlog.PrintLogger(), wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL)
+)
 
 TEMPLATES = [
     AggregateSection(
@@ -310,10 +316,10 @@ class Schedule:
         if not zombie:
             faults.hook, faults.hook_rate = self.zombie_step, 0.2
         c = FaultyClient(self.real, faults)
-        sink = AggregatesSink(c, self.aggregates, concurrency=CONCURRENCY)
+        sink = AggregatesSink(c, self.aggregates, concurrency=CONCURRENCY, log=QUIET)
         dead = MemoryDeadLetters()
         retry = RetryPolicy(sleep=self.sim.sleep, clock=self.sim, rng=random.Random(self.rng.random()))
-        w = Worker(shard, position, c, Pipeline([sink], dead, retry=retry))
+        w = Worker(shard, position, c, Pipeline([sink], dead, retry=retry, log=QUIET))
         w.steps_left = self.rng.randint(1, 4) if zombie else 0
         self.workers.append(w)
         return w
