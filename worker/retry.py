@@ -17,6 +17,7 @@ from worker.errors import Action, FatalError, action_of
 T = TypeVar("T")
 
 DEFAULT_MAX_OUTAGE_SECONDS = 900.0  # 15 minutes: a sink outage longer than that stops the worker
+MIN_WAIT = 0.001  # less budget than this left counts as none (a float clock may not advance by less)
 
 
 @dataclass
@@ -63,7 +64,7 @@ class RetryPolicy:
                 attempt += 1
                 spent = now - started
                 left = self.max_outage_seconds - spent
-                if left <= 0 or (self.attempts and attempt >= self.attempts):
+                if left < MIN_WAIT or (self.attempts and attempt >= self.attempts):
                     raise FatalError(
                         f"{what}: gave up after {attempt} attempts over {spent:.0f} s"
                         f" (pipeline.max_outage_seconds = {self.max_outage_seconds:g}): {exc}"

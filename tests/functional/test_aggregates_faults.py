@@ -262,6 +262,8 @@ class FaultyClient:
                 raise throttled(name, "ThrottlingException", "3")
             if f.chance(f.throttle):
                 f.count("throttled")
+                if name == "update_item":  # one row of a parallel flush fails, the others go on
+                    f.count("failed parallel writes")
                 raise throttled(name, "ProvisionedThroughputExceededException", None)
             if f.chance(f.hang / 2):
                 f.count("hung")
@@ -474,6 +476,7 @@ def test_random_schedules_end_equal_to_the_recomputation(dynamodb: Any, chunk: i
     if len(schedules) >= 100:  # they exercised what they claim to (a broken generator must not pass quietly)
         assert stats["zombies"] > 0 and stats["parked"] > 0 and stats["shards"] > len(schedules), stats
         kinds = ("outages", "budget stops", "storms", "storm calls", "hung", "throttled", "lost", "outage calls")
+        kinds += ("failed parallel writes",)
         assert all(faults.get(k, 0) > 0 for k in kinds), faults
 
 

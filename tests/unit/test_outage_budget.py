@@ -128,3 +128,14 @@ def test_the_pipeline_stops_without_acknowledging_after_a_long_outage() -> None:
     sink2 = MemorySink(fail=five_minutes_down)
     p2 = Pipeline([sink2], MemoryDeadLetters(), retry=policy(clock2))
     assert p2.process([raw]).sequences == {"s": "5"}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_budget_ends_on_a_clock_whose_steps_are_coarse(seed: int) -> None:
+    # At epoch-like magnitudes a float clock cannot advance by a few nanoseconds: the last
+    # sliver of the budget must end the retries, not be waited for forever.
+    clock = SimClock(start=1.7e9 + seed * 0.37)
+    call, calls = outage(clock, float("inf"))
+    with pytest.raises(FatalError):
+        RetryPolicy(sleep=clock.sleep, clock=clock, rng=random.Random(seed), max_outage_seconds=61.3).call(call, "x")
+    assert clock.now - calls[0] == pytest.approx(61.3, abs=0.01)
