@@ -209,6 +209,12 @@ class Faults:
     hook: Callable[[], None] | None = None  # runs between calls (a zombie's step)
     hook_rate: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)  # the sink's writer threads share the rng
+    # moto's threaded server applies a conditional UpdateItem without locking the item (two
+    # concurrent writers can both pass the condition: seen as a double count with a zombie
+    # writing beside its successor); DynamoDB's are atomic. Calls into moto are therefore
+    # serialized per schedule (the emulator's limit, not the sink's): rows are still written
+    # from the sink's threads, interleaved call by call, with faults hitting single rows.
+    emulator: threading.Lock = field(default_factory=threading.Lock)
 
     def chance(self, p: float) -> bool:
         if p <= 0:
@@ -269,7 +275,8 @@ class FaultyClient:
                 f.count("hung")
                 f.sim.advance(READ_TIMEOUT)
                 raise ReadTimeoutError(endpoint_url="http://moto")
-            resp = fn(**kwargs)
+            with f.emulator:
+                resp = fn(**kwargs)
             if crash:
                 raise Crash(f"after {name}")
             if f.chance(f.hang / 2):
@@ -312,9 +319,10 @@ class Schedule:
         self.counts: dict[str, int] = {}
         self.workers: list[Worker] = []
         self.zombie_lock = threading.Lock()
+        self.emulator = threading.Lock()
 
     def worker(self, shard: Shard, position: int, *, zombie: bool) -> Worker:
-        faults = Faults(self.rng, self.sim, self.counts, throttle=0.03, lost=0.03, hang=0.01)
+        faults = Faults(self.rng, self.sim, self.counts, throttle=0.03, lost=0.03, hang=0.01, emulator=self.emulator)
         if not zombie:
             faults.hook, faults.hook_rate = self.zombie_step, 0.2
         c = FaultyClient(self.real, faults)
