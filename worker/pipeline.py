@@ -26,11 +26,14 @@ from typing import Any
 
 import structlog
 
+from worker.decode import decode
 from worker.diff import Change, diff
 from worker.errors import Action, FatalError, RecordError, action_of
-from worker.records import RawRecord, StreamRecord, decode
+from worker.records import RawRecord, StreamRecord
 from worker.retry import RetryPolicy
 from worker.sinks import DeadLetters, Sink
+
+__all__ = ["Pipeline", "Position", "Stats", "StopProcessing"]
 
 
 class StopProcessing(FatalError):
@@ -122,17 +125,22 @@ class Pipeline:
             for name in raw.replay_sinks or (None,):
                 err.sink = name
                 self.park(err.located(err.where))
-            self._advance(raw.shard_id or raw.where, None, raw.where)
+            self._advance(raw.shard_id or raw.where, raw.sequence, raw.where)
             return None
-        return self.add_record(record, replay_sinks=raw.replay_sinks)
+        return self.add_record(record, position=raw.sequence, replay_sinks=raw.replay_sinks)
 
-    def add_record(self, record: StreamRecord, *, replay_sinks: tuple[str, ...] | None = None) -> Change | None:
+    def add_record(
+        self, record: StreamRecord, *, position: str | None = None, replay_sinks: tuple[str, ...] | None = None
+    ) -> Change | None:
         """Add an already decoded record (sources that decode themselves, e.g. replays).
 
+        ``position`` is the source's position of the record (default: its
+        sequence number); :meth:`flush` reports it once the record is durable.
         ``replay_sinks`` (a replayed dead letter) routes the record to those sinks only
         (empty: every sink), marked :attr:`~worker.diff.Change.replayed`: the sinks that
         applied it the first time never see it again.
         """
+        seq = position or record.sequence_number
         stats = self.stats
         # _value_ is the plain attribute behind Enum.value (a Python-level property): per record
         stats.kinds[record.event_name._value_] += 1
@@ -143,7 +151,7 @@ class Pipeline:
                 err = self._of(exc, record)
                 err.sink = name
                 self.park(err)
-            self._advance(record.shard_id or record.where, record.sequence_number, record.where)
+            self._advance(record.shard_id or record.where, seq, record.where)
             return None
         sinks = self.sinks
         if replay_sinks is not None:
@@ -163,7 +171,7 @@ class Pipeline:
                     self.park(self._of(RecordError(str(exc), sink=sink.name), record))
                     continue
                 raise StopProcessing(f"{sink.name}: add failed at {record.location}: {exc}") from exc
-        self._advance(record.shard_id or record.where, record.sequence_number, record.where)
+        self._advance(record.shard_id or record.where, seq, record.where)
         return change
 
     @staticmethod

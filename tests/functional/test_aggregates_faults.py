@@ -54,10 +54,10 @@ from worker.pipeline import Pipeline, StopProcessing
 from worker.records import RawRecord
 from worker.retry import RetryPolicy
 from worker.shapes import build
-from worker.sinks.aggregates import AggregatesSink, report_rows
-from worker.sinks.aggregates_spec import compile_aggregate, recompute
-from worker.sinks.aggregates_store import COUNT, ensure_table, query_rows
-from worker.sinks.memory import MemoryDeadLetters
+from worker.sinks.aggregates.sink import AggregatesSink, report_rows
+from worker.sinks.aggregates.spec import compile_aggregate, recompute
+from worker.sinks.aggregates.store import COUNT, ensure_table, query_rows
+from worker.testing import MemoryDeadLetters
 
 SCHEDULES = int(os.environ.get("AGGREGATES_SCHEDULES", "1000"))
 CHUNKS = 8

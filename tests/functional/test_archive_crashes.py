@@ -18,13 +18,13 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from tests.functional.archive_helpers import CHILD, OTHER, PARENT, T0, FlakyS3, make_cfg, s3_client, seq_of, stream
 from tests.simclock import SimClock
+from worker import archive
+from worker.decode import decode
 from worker.pipeline import Pipeline
-from worker.records import decode
 from worker.retry import RetryPolicy
 from worker.shapes import canonical
 from worker.sinks import archive as sink_mod
-from worker.sinks.memory import MemoryDeadLetters
-from worker.sources import archive
+from worker.testing import MemoryDeadLetters
 
 
 class Crash(BaseException):
@@ -117,7 +117,7 @@ def run_schedule(url: str, seed: int, *, bucket: str = "archive", small: bool = 
                 raise s3_error(op, "InternalError", 500)  # written, but the answer is lost
 
         cfg = make_cfg(url, bucket=bucket, max_records=rng.choice([4, 13, 50, 10_000]))
-        sink = sink_mod.create(cfg, s3=FlakyS3(real, hook, after))
+        sink = sink_mod.build(cfg, s3=FlakyS3(real, hook, after))
         retry = RetryPolicy(sleep=sim.sleep, clock=sim, rng=random.Random(rng.random()))
         p = Pipeline([sink], MemoryDeadLetters(), retry=retry)
         try:
@@ -142,7 +142,7 @@ def run_schedule(url: str, seed: int, *, bucket: str = "archive", small: bool = 
                 check_durable(url, data, checkpoint, bucket)  # as it is never delivered again)
             if rng.random() < 0.3:
                 shard = rng.choice(list(data))
-                zsink = sink_mod.create(cfg, s3=real)
+                zsink = sink_mod.build(cfg, s3=real)
                 zombie = (Pipeline([zsink], MemoryDeadLetters()), shard, checkpoint[shard])
 
     _, got, errors = archive.read_all(real, bucket, "changes/")

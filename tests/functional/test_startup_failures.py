@@ -13,9 +13,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from worker.app import ensure_bucket
+from worker.aws import ensure_bucket
 from worker.errors import FatalError
-from worker.sinks.aggregates_store import ensure_table
+from worker.sinks.aggregates.store import ensure_table
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "config" / "fixtures" / "orders.jsonl"

@@ -11,7 +11,7 @@ from worker.errors import FatalError, RetryableError
 from worker.pipeline import Pipeline, StopProcessing
 from worker.records import RawRecord
 from worker.retry import DEFAULT_MAX_OUTAGE_SECONDS, RetryPolicy
-from worker.sinks.memory import MemoryDeadLetters, MemorySink
+from worker.testing import MemoryDeadLetters, MemorySink
 
 
 def policy(clock: SimClock, **kw) -> RetryPolicy:

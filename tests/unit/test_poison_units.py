@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from worker.attributes import decode_value, number_fault
+from worker.deadletters import render_line
 from worker.errors import RecordError
-from worker.sinks.deadletter import render_line
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

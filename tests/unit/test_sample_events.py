@@ -9,8 +9,9 @@ import json
 import orjson
 import pytest
 
-from worker.records import RawRecord, decode
-from worker.sources.archive import encode_line, parse_line
+from worker.archive.layout import encode_line, parse_line
+from worker.decode import decode
+from worker.records import RawRecord
 
 
 def sample(seq: str = "111", arn: str = "not an arn") -> dict:

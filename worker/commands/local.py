@@ -18,6 +18,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--fixtures", nargs="+", metavar="PATH", help="fixture files (default: [local] fixtures)")
     p.add_argument("--config", help=f"configuration file (default: {DEFAULT_CONFIG} if present)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    p.add_argument(
+        "--opensearch",
+        choices=("osmem", "embedded"),
+        default="osmem",
+        help="search engine when search.url is empty: osmem-server (fast, default) or a real OpenSearch 2.x node "
+        "(opensearch-node/, built by `bash .ci/dev build`)",
+    )
     p.set_defaults(run=run)
 
 
@@ -34,9 +41,12 @@ def run(args: argparse.Namespace) -> int:
     for f in fixtures:
         if not Path(f).is_file():
             raise ConfigError("--fixtures", f"not a file: {f}")
+    engines: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
-        cfg = _with_emulators(cfg, stack)
+        cfg = _with_emulators(cfg, stack, engines, args.opensearch)
         report = execute(cfg, fixtures)
+    if engines:
+        report["engines"] = {**report.get("engines", {}), **engines}
     if args.json:
         import orjson
 
@@ -79,21 +89,31 @@ def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
     return report
 
 
-def _with_emulators(cfg: Any, stack: contextlib.ExitStack) -> Any:
-    """Start moto / osmem-server for whatever has no endpoint configured."""
-    from worker.app import configured_sinks
-    from worker.emulators import fake_aws_credentials, start_moto, start_osmem
+def _with_emulators(cfg: Any, stack: contextlib.ExitStack, engines: dict[str, Any], opensearch: str) -> Any:
+    """Start moto / the search engine for whatever has no endpoint configured; ``engines`` gets their names."""
+    from worker.emulators import fake_aws_credentials, search_engine, start_moto, start_opensearch, start_osmem
+    from worker.sinks import registry
 
-    needs_aws = bool(cfg.aggregates or cfg.archive or cfg.deadletter.url.startswith("s3://"))
+    needed = registry.emulators(cfg)
+    needs_aws = "aws" in needed or cfg.deadletter.url.startswith("s3://")
     if needs_aws and not cfg.aws.endpoint_url:
         stack.enter_context(fake_aws_credentials())
         moto = start_moto()
         stack.callback(moto.stop)
         cfg = dataclasses.replace(cfg, aws=dataclasses.replace(cfg.aws, endpoint_url=moto.url))
-    if "search" in configured_sinks(cfg) and not cfg.search.url:
-        server = start_osmem()
-        stack.callback(server.close)
-        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, url=server.url))
+    if "opensearch" in needed and not cfg.search.url:
+        if opensearch == "embedded":
+            node = start_opensearch()
+            stack.callback(node.stop)
+            url = node.url
+        else:
+            server = start_osmem()
+            stack.callback(server.close)
+            url = server.url
+        engines["search"] = search_engine(
+            url, "embedded OpenSearch node" if opensearch == "embedded" else "osmem-server"
+        )
+        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, url=url))
     return cfg
 
 
@@ -105,27 +125,12 @@ def render(report: dict[str, Any], fixtures: list[str], deadletters: str) -> str
     out.append(f"  dead letters: {report['deadletters']}" + (f" (in {deadletters})" if report["deadletters"] else ""))
     if report.get("stopped"):
         out.append(f"  STOPPED: {report['stopped']}")
-    for name in ("aggregates", "search", "archive"):
+    for role, engine in report.get("engines", {}).items():
+        out.append(f"  {role} engine: " + ", ".join(f"{k} {v}" for k, v in engine.items()))
+    from worker.sinks import registry
+
+    for name in registry.SINKS:
         if name in report:
             out.append(f"  {name}:")
-            out.extend(_render_section(name, report[name]))
+            out.extend(registry.module(name).render(report[name]))
     return "\n".join(out) + "\n"
-
-
-def _render_section(name: str, value: Any) -> list[str]:
-    lines: list[str] = []
-    if name == "aggregates" and isinstance(value, dict):
-        for agg, rows in value.items():
-            lines.append(f"    {agg}: {len(rows)} groups")
-            for row in rows:
-                group = ", ".join(f"{k}={v}" for k, v in row.get("group", {}).items())
-                metrics = "  ".join(f"{k}={v}" for k, v in row.get("metrics", {}).items())
-                lines.append(f"      {group or '(all)':<28} {metrics}")
-    elif name == "search" and isinstance(value, dict):
-        for index, docs in value.items():
-            lines.append(f"    index {index}: {len(docs)} documents")
-    elif isinstance(value, dict):
-        lines.append("    " + ", ".join(f"{k} {v}" for k, v in value.items()))
-    else:
-        lines.append(f"    {value}")
-    return lines
