@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import orjson
-from worker.sinks.search_docs import Projection, doc_id
 
 from tests.functional.test_local_run import BUNDLED, ROOT, final_items
 from worker import config
 from worker.sinks.aggregates.spec import recompute
+from worker.sinks.search.docs import Projection, doc_id
 
 KILLS = 4
 
