@@ -56,11 +56,22 @@ def build_pipeline(
     retry: RetryPolicy | None = None,
     log: Any = None,
 ) -> Pipeline:
+    retry = retry or retry_policy(cfg)
+    # Start-up (tables, bucket, index checks) retries like a flush: an endpoint that is
+    # briefly unreachable at start is waited for, within the same time budget.
+    if sinks is None:
+        sinks = retry.call(lambda: build_sinks(cfg, only=only, provision=provision), "start-up")
+    if deadletters is None:
+        deadletters = retry.call(lambda: build_deadletters(cfg, provision=provision), "start-up: dead letters")
+    return Pipeline(sinks, deadletters, retry=retry, max_batch_records=cfg.pipeline.max_batch_records, log=log)
+
+
+def retry_policy(cfg: Config) -> RetryPolicy:
+    """The one failure budget of ``[pipeline]``: backoff within ``max_outage_seconds``."""
     p = cfg.pipeline
-    return Pipeline(
-        sinks if sinks is not None else build_sinks(cfg, only=only, provision=provision),
-        deadletters if deadletters is not None else build_deadletters(cfg, provision=provision),
-        retry=retry or RetryPolicy(attempts=p.retry_attempts, base=p.retry_base_seconds, cap=p.retry_max_seconds),
-        max_batch_records=p.max_batch_records,
-        log=log,
+    return RetryPolicy(
+        attempts=p.retry_attempts,
+        base=p.retry_base_seconds,
+        cap=p.retry_max_seconds,
+        max_outage_seconds=p.max_outage_seconds,
     )
