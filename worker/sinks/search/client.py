@@ -27,6 +27,7 @@ Per-item bulk results are returned as they are; the sink classifies them.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -246,6 +247,9 @@ def tls_verify(section: SearchSection, environ: Mapping[str, str] = os.environ) 
 
 def _connection(base: str, session: requests.Session, timeout: float) -> RequestsHttpConnection:
     """opensearch-py's requests connection to ``base``, sending through ``session``."""
+    # Every failed exchange is classified and reported by this client (retry or stop, with the
+    # reason); opensearch-py's own per-request warning would repeat it with a urllib3 traceback.
+    logging.getLogger("opensearch").setLevel(logging.ERROR)
     parts = urlsplit(base)
     conn = RequestsHttpConnection(
         host=parts.hostname or "localhost",
