@@ -42,12 +42,13 @@ def make_cfg(url: str, *, bucket: str = "archive", tmp: Any = None, **archive: A
     env = {
         "WORKER__AWS__ENDPOINT_URL": url,
         "WORKER__ARCHIVE__BUCKET": bucket,
+        "WORKER__WORKER__TABLE": "Orders",
         "WORKER__PIPELINE__RETRY_BASE_SECONDS": "0.0",
         "WORKER__PIPELINE__RETRY_MAX_SECONDS": "0.0",
     }
     if tmp is not None:
         env["WORKER__DEADLETTER__URL"] = str(tmp / "dead")
-        env["WORKER__LOCAL__STATE_DIR"] = str(tmp / "state")
+        env["WORKER__WORKER__DATA_DIR"] = str(tmp / "state")
     for k, v in archive.items():
         env[f"WORKER__ARCHIVE__{k.upper()}"] = str(v).lower() if isinstance(v, bool) else str(v)
     return config.load(None, env=env)

@@ -17,11 +17,19 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("daemon", help="run under KCL 3: launcher, shard processes, health and metrics")
-    p.add_argument(
-        "--config",
-        default=os.environ.get("WORKER_CONFIG") or None,
-        help="configuration file (TOML; default $WORKER_CONFIG); WORKER__SECTION__KEY variables override it",
+    from worker.commands import add_parser as add
+
+    p = add(
+        sub,
+        "daemon",
+        "run under KCL 3: launcher, shard processes, health and metrics (the container's entrypoint)",
+        "Render the KCL properties from the configuration, start the KCL 3 launcher (Java), which\n"
+        "runs one `worker kcl` process per shard lease, forward SIGTERM to it for a graceful\n"
+        "shutdown, and serve /healthz, /readyz and /metrics on [kcl] http_port for every shard\n"
+        "process of the container. Exits with the launcher's exit code.",
+        "  worker daemon --config /app/config/worker.toml\n"
+        "  worker daemon --print-properties            (what KCL would be given, then exit)\n"
+        "  WORKER__WORKER__TABLE=Orders AWS_REGION=eu-west-1 worker daemon   (no file)",
     )
     p.add_argument("--properties", metavar="PATH", help="where to write the KCL properties (default: a temp dir)")
     p.add_argument("--print-properties", action="store_true", help="print the KCL properties and exit")
@@ -31,16 +39,17 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from worker import config, log
+    from worker.commands import config_path as path_of
+    from worker.commands import load_config
     from worker.errors import ConfigError
     from worker.metrics import ENV_DIR, Collector
     from worker.runtime import properties
     from worker.runtime.http import Endpoint
     from worker.runtime.launcher import Launcher, LauncherCommand, install_forwarding
 
-    config_path = str(Path(args.config).resolve()) if args.config else None
-    cfg = config.load(config_path)
-    log.configure(cfg.worker.log_format, cfg.worker.log_level)
+    given = path_of(args)
+    config_path = str(Path(given).resolve()) if given else None
+    cfg = load_config(args, runtime=True)
     props = properties.render(cfg, stream_arn=properties.resolve_stream_arn(cfg), config_path=config_path)
     text = properties.dumps(props)
     if args.print_properties:
@@ -53,10 +62,12 @@ def run(args: argparse.Namespace) -> int:
     props_path = Path(args.properties) if args.properties else run_dir / "kcl.properties"
     props_path.write_text(text, encoding="latin-1")
 
-    port_env = os.environ.get("WORKER_HTTP_PORT", "")
-    if port_env and not port_env.isdigit():
-        raise ConfigError("WORKER_HTTP_PORT", f"must be a port number, got {port_env!r}")
-    port = int(port_env) if port_env else cfg.kcl.http_port
+    port = cfg.kcl.http_port  # the one setting: [kcl] http_port / WORKER__KCL__HTTP_PORT
+    legacy = os.environ.get("WORKER_HTTP_PORT", "")
+    if legacy and legacy != str(port):  # an older image's variable: refuse it rather than guess
+        raise ConfigError(
+            "WORKER_HTTP_PORT", f"is not read (it was {legacy!r}, kcl.http_port is {port}): set WORKER__KCL__HTTP_PORT"
+        )
 
     env = {**os.environ, ENV_DIR: str(metrics_dir)}
     if config_path:

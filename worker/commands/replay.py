@@ -56,7 +56,21 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("replay", help="replay a time range of the S3 archive into the sinks")
+    from worker.commands import add_parser as add
+
+    p = add(
+        sub,
+        "replay",
+        "replay a time range of the S3 archive into the sinks",
+        "Feed every archived record of a time range, once and in order per shard, through the\n"
+        "same pipeline as live processing: the sinks' idempotence makes a range already applied\n"
+        "change nothing. Progress is saved after every flush under worker.data_dir; --resume\n"
+        "continues an interrupted run of the same options (relative times included).",
+        "  worker replay --since 24h --sinks search\n"
+        "  worker replay --since 7d --resume\n"
+        "  worker replay --since 2026-01-01 --until 2026-01-02 --dry-run\n"
+        "  worker replay --rebuild all --into OrderStatsV2 --since 2000-01-01",
+    )
     p.add_argument("--from-archive", metavar="S3_URL", help="s3://bucket/prefix (default: the configured [archive])")
     p.add_argument(
         "--since",
@@ -81,10 +95,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--into", metavar="TABLE", help="with --rebuild: the (empty or missing) table to rebuild into")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run of the same range and sinks")
-    p.add_argument("--state", metavar="FILE", help="progress file (default: <local.state_dir>/replay/<run id>.json)")
+    p.add_argument("--state", metavar="FILE", help="progress file (default: <worker.data_dir>/replay/<run id>.json)")
     p.add_argument("--provision", action="store_true", help="create missing tables/indexes of the sinks (emulators)")
     p.add_argument("--prefetch", type=int, default=4, metavar="N", help="objects read ahead in parallel (default: 4)")
-    p.add_argument("--config", help="configuration file")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.set_defaults(run=run)
 
@@ -107,6 +120,8 @@ class Options:
     state: Path | None = None
     provision: bool = False
     prefetch: int = 4
+    since_text: str = ""  # as given: a relative one ("7d") names the same run when resumed later
+    until_text: str = ""
 
     @property
     def url(self) -> str:
@@ -116,8 +131,8 @@ class Options:
         """What makes two runs the same run (a state file is only resumed by the same one)."""
         return {
             "archive": self.url,
-            "since": _iso(self.since),
-            "until": _iso(self.until),
+            "since": self.since_text if _relative(self.since_text) else _iso(self.since),
+            "until": self.until_text if _relative(self.until_text) else _iso(self.until),
             "tables": list(self.tables),
             "sinks": list(self.sinks),
             "rebuild": list(self.rebuild),
@@ -125,13 +140,20 @@ class Options:
         }
 
     def resume_hint(self) -> str:
-        """How to continue this run (relative times like ``24h`` would name another range later)."""
-        return f"continue with the same options and --since {_iso(self.since)} --until {_iso(self.until)} --resume"
+        """How to continue this run: the same options and ``--resume`` (the range is the one saved)."""
+        return "continue with the same command and --resume (it replays the saved range: " + (
+            f"{_iso(self.since)} to {_iso(self.until)})"
+        )
 
     def run_id(self) -> str:
         import orjson
 
         return hashlib.sha256(orjson.dumps(self.identity(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _relative(text: str) -> bool:
+    t = text.strip()
+    return t == "now" or bool(_RELATIVE.match(t))
 
 
 def parse_time(text: str, now: dt.datetime, flag: str) -> dt.datetime:
@@ -196,6 +218,8 @@ def options(args: argparse.Namespace, cfg: Any, now: dt.datetime) -> Options:
     until = parse_time(args.until, now, "--until")
     if since >= until:
         raise ConfigError("--since", f"must be before --until ({_iso(since)} >= {_iso(until)})")
+    if not args.table and not cfg.worker.table:
+        raise ConfigError("--table", "not given and worker.table is not set ('*' replays every table)")
     tables: tuple[str, ...] = tuple(args.table or [cfg.worker.table])
     if "*" in tables:
         tables = ()
@@ -215,6 +239,8 @@ def options(args: argparse.Namespace, cfg: Any, now: dt.datetime) -> Options:
         state=Path(args.state) if args.state else None,
         provision=args.provision,
         prefetch=args.prefetch,
+        since_text=args.since or "",
+        until_text=args.until or "",
     )
 
 
@@ -235,6 +261,7 @@ class State:
     objects: dict[str, str] = field(default_factory=dict)  # key -> ETag of the version done
     rebuild_checked: list[str] = field(default_factory=list)  # tables found empty when the rebuild began
     complete: bool = False
+    range: dict[str, str] = field(default_factory=dict)  # the resolved since/until, for --resume
 
     @classmethod
     def open(cls, path: Path | None, run: dict[str, Any], resume: bool, log: Any) -> tuple[State, bool]:
@@ -278,6 +305,7 @@ class State:
             "run": self.run,
             "updated_at": _iso(dt.datetime.now(UTC)),
             "complete": self.complete,
+            "range": self.range,
             "rebuild_checked": self.rebuild_checked,
             "streams": self.streams,
             "objects": self.objects,
@@ -422,6 +450,8 @@ class Summary:
             f" {r['outside_range']} outside the range, {r['already_done']} already done, {r['replayed']} {verb}",
             f"  shards: {self.shards}   bytes read: {self.bytes_read:,}   took {self.seconds:.1f} s",
         ]
+        if not o["listed"]:
+            lines.append("  WARNING: no archive objects in this range: nothing was replayed")
         if self.rebuild:
             lines.append(f"  rebuilt aggregates: {', '.join(self.rebuild)}")
         lines.append(f"  sinks: {', '.join(self.sinks) or 'none'}")
@@ -440,13 +470,14 @@ class Summary:
 def run(args: argparse.Namespace) -> int:
     import orjson
 
-    from worker import config, log
+    from worker.commands import load_config
 
-    cfg = config.load(args.config)
-    log.configure(cfg.worker.log_format, cfg.worker.log_level)
+    cfg = load_config(args)
     opts = options(args, cfg, dt.datetime.now(UTC))
     if opts.state is None:
-        opts = dataclasses.replace(opts, state=cfg.resolve(cfg.local.state_dir) / "replay" / f"{opts.run_id()}.json")
+        opts = dataclasses.replace(opts, state=Path(cfg.worker.data_dir) / "replay" / f"{opts.run_id()}.json")
+    if opts.resume:
+        opts = saved_range(opts)
     try:
         summary = execute(cfg, opts)
     except KeyboardInterrupt:
@@ -501,7 +532,16 @@ def execute(
         s3, opts.bucket, opts.prefix, tables, since=opts.since, until=opts.until, ignored=ignored
     )
     summary.objects["listed"] = len(listed)
+    if not listed:
+        logger.warning(
+            "nothing to replay: no archive objects in the range",
+            archive=opts.url,
+            tables=tables,
+            since=_iso(opts.since),
+            until=_iso(opts.until),
+        )
     state, resumed = State.open(None if opts.dry_run else opts.state, opts.identity(), opts.resume, logger)
+    state.range = {"since": _iso(opts.since), "until": _iso(opts.until)}
     summary.resumed, summary.state = resumed, str(opts.state) if state.path else None
 
     if opts.dry_run:
@@ -588,6 +628,21 @@ def execute(
         state.save()
     summary.seconds = round(clock() - started, 3)
     return summary
+
+
+def saved_range(opts: Options) -> Options:
+    """With ``--resume``: the range the interrupted run resolved (``--since 7d`` means then, not now)."""
+    import orjson
+
+    if opts.state is None or not opts.state.exists():
+        return opts
+    try:
+        saved = orjson.loads(opts.state.read_bytes()).get("range") or {}
+        since, until = saved["since"], saved["until"]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return opts  # State.open reports an unreadable file
+    parse = dt.datetime.fromisoformat
+    return dataclasses.replace(opts, since=parse(since.replace("Z", "+00:00")), until=parse(until.replace("Z", "+00:00")))
 
 
 def _park(pipeline: Any, error: Any, logger: Any) -> None:
