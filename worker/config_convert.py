@@ -46,9 +46,12 @@ def apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
     for name, raw in sorted(env.items()):
         if not name.startswith(ENV_PREFIX):
             continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        given = [p for p in name[len(ENV_PREFIX) :].split("__") if p]
+        parts = [p.lower() for p in given]
         if not parts:
             continue
+        if parts[:2] == ["kcl", "properties"]:  # verbatim KCL property names are case-sensitive
+            parts[2:] = given[2:]
         node: Any = data
         for i, part in enumerate(parts[:-1]):
             nxt_is_index = parts[i + 1].isdigit()

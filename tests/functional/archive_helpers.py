@@ -28,10 +28,12 @@ STATUSES = ("new", "paid", "shipped")
 def restore_logging() -> Iterator[None]:
     """``cli.main`` configures logging to the (captured) stderr; later tests must not write there."""
     handlers, level = logging.root.handlers[:], logging.root.level
+    worker_level = logging.getLogger("worker").level
     yield
     structlog.reset_defaults()
     logging.root.handlers[:] = handlers
     logging.root.setLevel(level)
+    logging.getLogger("worker").setLevel(worker_level)
 
 
 def s3_client(url: str) -> Any:
