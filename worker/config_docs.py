@@ -188,8 +188,8 @@ def key_table() -> str:
     """The Markdown table of every key, between the README's markers."""
     lines = [BEGIN, "| key | type | default | environment variable | meaning |", "|---|---|---|---|---|"]
     for key, tp, default, env in keys():
-        doc = DOCS.get(key, "")
-        lines.append(f"| `{key}` | {tp} | `{default}` | `{env}` | {doc} |".replace("| `(", "| (").replace(")` |", ") |"))
+        shown = default if default.startswith("(") else f"`{default}`"
+        lines.append(f"| `{key}` | {tp} | {shown} | `{env}` | {DOCS.get(key, '')} |")
     lines.append(END)
     return "\n".join(lines)
 

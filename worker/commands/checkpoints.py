@@ -17,7 +17,6 @@ from typing import Any
 
 def add_parser(sub: Any) -> None:
     from worker.checkpoints import DEFAULT_WAIT_SECONDS
-
     from worker.commands import add_config_option
     from worker.commands import add_parser as add
 

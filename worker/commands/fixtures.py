@@ -51,10 +51,9 @@ def record(args: argparse.Namespace) -> int:
 
     from worker import config
     from worker.aws import client
+    from worker.commands import config_path
     from worker.records import to_json
     from worker.sources import poller
-
-    from worker.commands import config_path
 
     cfg = config.load(config_path(args))
     if args.endpoint_url:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+
 def add_parser(sub: Any) -> None:
     from worker.commands import add_parser as add
 

@@ -641,8 +641,11 @@ def saved_range(opts: Options) -> Options:
         since, until = saved["since"], saved["until"]
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         return opts  # State.open reports an unreadable file
-    parse = dt.datetime.fromisoformat
-    return dataclasses.replace(opts, since=parse(since.replace("Z", "+00:00")), until=parse(until.replace("Z", "+00:00")))
+    return dataclasses.replace(opts, since=_parse_iso(since), until=_parse_iso(until))
+
+
+def _parse_iso(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _park(pipeline: Any, error: Any, logger: Any) -> None:
