@@ -16,6 +16,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from worker import version
+
 # modules under worker.commands, in the order of `worker --help`
 COMMANDS = [
     "local",
@@ -44,17 +46,6 @@ examples:
 
 `worker COMMAND --help` describes each command. Exit codes: 0 ok, 1 failed,
 2 usage or configuration error, 130 interrupted."""
-
-
-def version() -> str:
-    try:
-        from importlib.metadata import version as dist_version
-
-        return dist_version("worker")
-    except Exception:
-        from worker import __version__
-
-        return __version__
 
 
 def parser() -> argparse.ArgumentParser:

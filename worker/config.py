@@ -210,6 +210,10 @@ class KclSection:
     checkpoint_retries: int = 10  # throttled checkpoints, with backoff (pipeline.retry_*_seconds)
     metrics_dir: str = ""  # shard processes' metric files; default $WORKER_METRICS_DIR or a temp dir
     stall_seconds: float = 600.0  # /readyz fails when a batch has been in flight this long
+    # CloudWatch Embedded Metric Format, for teams without Prometheus: "" (off), "stderr" or a file path.
+    emf_output: str = ""
+    emf_namespace: str = "Worker"
+    emf_interval_seconds: float = 60.0
     # Extra KCL multilang properties, verbatim (failoverTimeMillis, maxLeasesForWorker, ...).
     properties: dict[str, Any] = field(default_factory=dict)
 
@@ -221,6 +225,10 @@ class KclSection:
         _positive(self.checkpoint_retries, f"{prefix}.checkpoint_retries")
         if self.stall_seconds <= 0:
             raise ConfigError(f"{prefix}.stall_seconds", "must be > 0")
+        if self.emf_interval_seconds <= 0:
+            raise ConfigError(f"{prefix}.emf_interval_seconds", "must be > 0")
+        if self.emf_output and not self.emf_namespace:
+            raise ConfigError(f"{prefix}.emf_namespace", "must not be empty when emf_output is set")
         for key, value in self.properties.items():
             if isinstance(value, dict | list) or value is None:
                 raise ConfigError(f"{prefix}.properties.{key}", "must be a string, number or boolean")

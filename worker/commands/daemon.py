@@ -72,12 +72,13 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, ENV_DIR: str(metrics_dir)}
     if config_path:
         env["WORKER_CONFIG"] = config_path
+    collector = Collector(metrics_dir)  # one per daemon: it retires finished shards' files (HTTP and EMF share it)
     launcher = Launcher(LauncherCommand.from_env(os.environ).argv(str(props_path)), env=env)
     try:
         endpoint = Endpoint(
             cfg.kcl.http_host,
             port,
-            Collector(metrics_dir),
+            collector,
             launcher_up=lambda: launcher.running,
             stall_seconds=cfg.kcl.stall_seconds,
         )
@@ -85,9 +86,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("kcl.http_port", f"cannot listen on {cfg.kcl.http_host}:{port}: {exc}") from exc
     import structlog
 
+    emf = _emf_writer(cfg, collector, launcher_up=lambda: launcher.running)
     launcher.start()  # before the HTTP thread exists (the fork runs a preexec function)
     install_forwarding(launcher)
     endpoint.start()
+    if emf is not None:
+        emf.start()
     structlog.get_logger("worker.daemon").info(
         "serving health and metrics", port=endpoint.port, properties=str(props_path), metrics_dir=str(metrics_dir)
     )
@@ -95,6 +99,27 @@ def run(args: argparse.Namespace) -> int:
         return launcher.wait()
     finally:
         endpoint.close()
+        if emf is not None:
+            emf.close()
+
+
+def _emf_writer(cfg: Any, collector: Any, *, launcher_up: Any) -> Any:
+    """The optional CloudWatch EMF writer ([kcl] emf_output), or None."""
+    if not cfg.kcl.emf_output:
+        return None
+    from worker.metrics_emf import EmfWriter
+
+    out: Any = sys.stderr
+    if cfg.kcl.emf_output != "stderr":
+        out = open(cfg.kcl.emf_output, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the daemon)
+    return EmfWriter(
+        collector,
+        out,
+        launcher_up=launcher_up,
+        namespace=cfg.kcl.emf_namespace,
+        application=cfg.kcl.application_name,
+        interval=cfg.kcl.emf_interval_seconds,
+    )
 
 
 def clear_metrics(directory: Path) -> None:
