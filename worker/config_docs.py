@@ -144,7 +144,7 @@ def _toml(value: Any) -> str:
 # -- the key table ---------------------------------------------------------------------
 
 
-def keys() -> list[tuple[str, str, str, str]]:
+def schema_keys() -> list[tuple[str, str, str, str]]:
     """Every key as (dotted key, type, default, variable), in schema order."""
     rows: list[tuple[str, str, str, str]] = []
     hints = get_type_hints(Config)
@@ -190,7 +190,7 @@ def _type_name(tp: Any) -> str:
 def key_table() -> str:
     """The Markdown table of every key, between the README's markers."""
     lines = [BEGIN, "| key | type | default | environment variable | meaning |", "|---|---|---|---|---|"]
-    for key, tp, default, env in keys():
+    for key, tp, default, env in schema_keys():
         shown = default if default.startswith("(") else f"`{default}`"
         lines.append(f"| `{key}` | {tp} | {shown} | `{env}` | {DOCS.get(key, '')} |")
     lines.append(END)

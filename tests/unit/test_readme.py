@@ -21,14 +21,14 @@ def test_the_key_table_in_the_readme_is_current():
 
 
 def test_every_key_is_documented_and_every_documented_key_exists():
-    keys = [k for k, *_ in config_docs.keys()]
+    keys = [k for k, *_ in config_docs.schema_keys()]
     assert len(keys) == len(set(keys))
     assert sorted(config_docs.DOCS) == sorted(keys)
     assert all(config_docs.DOCS[k] for k in keys)
 
 
 def test_the_table_names_each_key_with_its_variable():
-    rows = {k: env for k, _tp, _default, env in config_docs.keys()}
+    rows = {k: env for k, _tp, _default, env in config_docs.schema_keys()}
     assert rows["search.password"] == f"{ENV_PREFIX}SEARCH__PASSWORD"
     assert rows["aggregates[].table"] == f"{ENV_PREFIX}AGGREGATES__<n>__TABLE"
     assert rows["kcl.http_port"] == f"{ENV_PREFIX}KCL__HTTP_PORT"
