@@ -67,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
     target = checkpoints.target_checkpoint(args.to, args.shard)
     print(f"before ({table}):")
     _show(cfg, ddb, table, as_json=False, with_lag=False)
-    leases = checkpoints.read_leases(ddb, table)
-    chosen = [lease for lease in leases if not args.shard or lease.shard in args.shard]
+    chosen = checkpoints._select(checkpoints.read_leases(ddb, table), args.shard)  # unknown shards: named
     print(f"\nplan: {len(chosen)} checkpoint(s) -> {target}")
     for lease in chosen:
         print(f"  {lease.shard}: {lease.checkpoint or '-'} -> {target}")
