@@ -357,7 +357,7 @@ def require_runtime(cfg: Config) -> None:
         raise ConfigError(
             "worker.region", "not set: set worker.region (WORKER__WORKER__REGION), AWS_REGION or AWS_DEFAULT_REGION"
         )
-    if not cfg.worker.table:
+    if not cfg.worker.table and not (cfg.kcl.stream_arn and cfg.kcl.application_name):
         raise ConfigError("worker.table", "required: the source table (WORKER__WORKER__TABLE)")
     if not cfg.kcl.application_name:
         raise ConfigError("kcl.application_name", "required (default: worker-<worker.table>)")

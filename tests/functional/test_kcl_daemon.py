@@ -250,7 +250,9 @@ def test_daemon_exits_when_the_launcher_fails(tmp_path: Path, daemons: list[Daem
 
 def test_print_properties_renders_without_starting_anything(tmp_path: Path) -> None:
     cfg = tmp_path / "w.toml"
-    cfg.write_text(f'[kcl]\nstream_arn = "{STREAM_ARN}"\nworker_id = "w1"\n[worker]\nregion = "eu-west-1"\n')
+    cfg.write_text(
+        f'[kcl]\nstream_arn = "{STREAM_ARN}"\nworker_id = "w1"\n[worker]\ntable = "Orders"\nregion = "eu-west-1"\n'
+    )
     run = subprocess.run(
         [sys.executable, "-m", "worker", "daemon", "--config", str(cfg), "--print-properties"],
         check=False,

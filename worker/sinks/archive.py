@@ -274,6 +274,10 @@ def create(
     a = cfg.archive
     if a is None:
         raise FatalError("archive: no [archive] section")
+    if not cfg.worker.table:
+        from worker.errors import ConfigError
+
+        raise ConfigError("worker.table", "required with [archive]: objects are partitioned by the source table")
     if s3 is None:
         from worker.aws import client
 
