@@ -134,3 +134,12 @@ def test_environment_alone_is_a_complete_configuration():
     assert printed["search"]["url"] == "https://admin:***@search.internal:9200"
     assert "12345" not in run.stdout + run.stderr and "s3cr3t" not in run.stdout + run.stderr
     assert "(environment only): ok" in run.stdout
+
+
+def test_the_old_port_variable_is_refused_when_it_disagrees(tmp_path):
+    cfg = tmp_path / "w.toml"
+    arn = "arn:aws:dynamodb:eu-west-1:123456789012:table/Orders/stream/2026-01-01T00:00:00.000"
+    cfg.write_text(f'[worker]\ntable = "Orders"\nregion = "eu-west-1"\n[kcl]\nstream_arn = "{arn}"\nhttp_port = 9555\n')
+    run = worker("daemon", "--config", str(cfg), env={"WORKER_HTTP_PORT": "9400", "WORKER_KCL_JAVA": "/nonexistent"})
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "WORKER_HTTP_PORT" in run.stderr and "WORKER__KCL__HTTP_PORT" in run.stderr

@@ -50,6 +50,13 @@ def run(args: argparse.Namespace) -> int:
     given = path_of(args)
     config_path = str(Path(given).resolve()) if given else None
     cfg = load_config(args, runtime=True)
+    port = cfg.kcl.http_port  # the one setting: [kcl] http_port / WORKER__KCL__HTTP_PORT
+    legacy = os.environ.get("WORKER_HTTP_PORT", "")
+    if legacy and legacy != str(port):  # an older image's variable: refuse it rather than guess
+        raise ConfigError(
+            "WORKER_HTTP_PORT", f"is not read (it was {legacy!r}, kcl.http_port is {port}): set WORKER__KCL__HTTP_PORT"
+        )
+
     props = properties.render(cfg, stream_arn=properties.resolve_stream_arn(cfg), config_path=config_path)
     text = properties.dumps(props)
     if args.print_properties:
@@ -61,13 +68,6 @@ def run(args: argparse.Namespace) -> int:
     clear_metrics(metrics_dir)
     props_path = Path(args.properties) if args.properties else run_dir / "kcl.properties"
     props_path.write_text(text, encoding="latin-1")
-
-    port = cfg.kcl.http_port  # the one setting: [kcl] http_port / WORKER__KCL__HTTP_PORT
-    legacy = os.environ.get("WORKER_HTTP_PORT", "")
-    if legacy and legacy != str(port):  # an older image's variable: refuse it rather than guess
-        raise ConfigError(
-            "WORKER_HTTP_PORT", f"is not read (it was {legacy!r}, kcl.http_port is {port}): set WORKER__KCL__HTTP_PORT"
-        )
 
     env = {**os.environ, ENV_DIR: str(metrics_dir)}
     if config_path:
