@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from worker.aws import error_code
 from worker.config import Config
 
 
@@ -26,13 +27,6 @@ class Check:
 
     def line(self) -> str:
         return f"{'ok    ' if self.ok else 'FAILED'}  {self.name}: {self.detail}"
-
-
-def error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
 
 
 def _reason(exc: BaseException) -> str:
@@ -54,7 +48,7 @@ def run(cfg: Config, client: Callable[[str], Any], http: Callable[[], tuple[str,
         yield _bucket(client("s3"), bucket, prefix, "dead-letter bucket")
     if cfg.search is not None and http is not None:
         yield _index(cfg, http)
-    from worker.checkpoints import lease_table
+    from worker.leases import lease_table
 
     lease = lease_table(cfg)
     app = cfg.kcl.application_name

@@ -24,15 +24,15 @@ from tests.functional.archive_helpers import (  # noqa: F401 (a fixture)
     seq_of,
     stream,
 )
-from worker import cli
+from worker import archive, cli
 from worker.commands import replay
+from worker.decode import decode
 from worker.pipeline import Pipeline
-from worker.records import decode
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import canonical
 from worker.sinks import archive as sink_mod
-from worker.sinks.memory import MemoryDeadLetters, MemorySink
-from worker.sources import archive
+from worker.sources.replay import Options
+from worker.testing import MemoryDeadLetters, MemorySink
 
 UTC = dt.UTC
 
@@ -47,11 +47,11 @@ def live(url, data, *, redeliver=True, max_records=25):
     s3.create_bucket(Bucket="archive")
     for shard in (PARENT, OTHER, CHILD):
         recs = data.get(shard, [])
-        p = Pipeline([sink_mod.create(cfg, s3=s3)], MemoryDeadLetters())
+        p = Pipeline([sink_mod.build(cfg, s3=s3)], MemoryDeadLetters())
         for i in range(0, len(recs), 20):
             p.process(recs[i : i + 20])
         if redeliver and recs:  # a crash before the last checkpoints: redelivered with other boundaries
-            p = Pipeline([sink_mod.create(cfg, s3=s3)], MemoryDeadLetters())
+            p = Pipeline([sink_mod.build(cfg, s3=s3)], MemoryDeadLetters())
             back = recs[len(recs) // 3 :]
             for i in range(0, len(back), 7):
                 p.process(back[i : i + 7])
@@ -69,7 +69,7 @@ def opts(**kw):
         "prefetch": 3,
     }
     base.update(kw)
-    return replay.Options(**base)
+    return Options(**base)
 
 
 def memory_pipeline():
@@ -315,6 +315,7 @@ def test_options_defaults_and_checks(tmp_path, moto_url):
 
 def test_resume_with_a_relative_range_continues_the_saved_range(moto_url, tmp_path):
     from worker import config as config_mod
+    from worker.sources.replay import State as ReplayState
 
     cfg = config_mod.load(write_config(tmp_path, moto_url))
     argv = ["replay", "--from-archive", "s3://archive/changes/", "--since", "7d", "--sinks", "archive", "--resume"]
@@ -324,7 +325,7 @@ def test_resume_with_a_relative_range_continues_the_saved_range(moto_url, tmp_pa
     assert later.since != first.since  # "7d" now names another range...
     assert later.run_id() == first.run_id()  # ...but the same run: its progress file is found
     state = tmp_path / "state" / f"{first.run_id()}.json"
-    saved = replay.State(state, first.identity())
+    saved = ReplayState(state, first.identity())
     saved.range = {"since": "2026-01-03T12:00:00Z", "until": "2026-01-10T12:00:00Z"}
     saved.save()
     resumed = replay.saved_range(dataclasses.replace(later, state=state))

@@ -40,16 +40,16 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from worker import config
-    from worker.app import configured_sinks
     from worker.commands import config_path
     from worker.config_docs import dump, masked
+    from worker.sinks import registry
 
     path = args.file or config_path(args)
     cfg = config.load(path)
     config.require_runtime(cfg)
     if args.print:
         sys.stdout.write(dump(cfg))
-    sinks = ", ".join(configured_sinks(cfg)) or "none"
+    sinks = ", ".join(registry.configured(cfg)) or "none"
     print(
         f"{path or '(environment only)'}: ok (table {cfg.worker.table} in {cfg.worker.region}; sinks: {sinks}; "
         f"dead letters: {masked(cfg.deadletter.url)}; lease table: {cfg.kcl.application_name})"
@@ -63,13 +63,18 @@ def probe(cfg: Any) -> int:
     from worker import aws, probe
 
     def http() -> tuple[str, Any]:
-        from worker.sinks.search_client import make_session
+        from worker.sinks.search.client import make_session
 
         assert cfg.search is not None
         return make_session(cfg.search, cfg.worker.region)
 
+    clients: dict[str, Any] = {
+        "dynamodb": lambda: aws.client(cfg, "dynamodb"),
+        "dynamodbstreams": lambda: aws.client(cfg, "dynamodbstreams"),
+        "s3": lambda: aws.client(cfg, "s3"),
+    }
     failed = 0
-    for check in probe.run(cfg, lambda service: aws.client(cfg, service), http if cfg.search else None):
+    for check in probe.run(cfg, lambda service: clients[service](), http if cfg.search else None):
         print(check.line(), flush=True)
         failed += not check.ok
     print(f"probe: {'all ok' if not failed else f'{failed} failed'}")

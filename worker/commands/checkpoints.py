@@ -1,4 +1,4 @@
-"""``worker checkpoints show|reset``: the KCL lease table's checkpoints (see :mod:`worker.checkpoints`).
+"""``worker checkpoints show|reset``: the KCL lease table's checkpoints (see :mod:`worker.leases`).
 
 worker checkpoints show [--json] [--no-lag]
 worker checkpoints reset --to trim-horizon|latest|SEQUENCE [--shard ID ...] [--force] [--wait SECONDS]
@@ -16,9 +16,9 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    from worker.checkpoints import DEFAULT_WAIT_SECONDS
     from worker.commands import add_config_option
     from worker.commands import add_parser as add
+    from worker.leases import DEFAULT_WAIT_SECONDS
 
     p = add(
         sub,
@@ -54,20 +54,20 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker import checkpoints
+    from worker import leases
     from worker.aws import client
     from worker.commands import load_config
     from worker.errors import ConfigError
 
     cfg = load_config(args, runtime=True)
     ddb = client(cfg, "dynamodb")
-    table = checkpoints.lease_table(cfg)
+    table = leases.lease_table(cfg)
     if args.action == "show":
         return _show(cfg, ddb, table, as_json=args.json, with_lag=not args.no_lag)
-    target = checkpoints.target_checkpoint(args.to, args.shard)
+    target = leases.target_checkpoint(args.to, args.shard)
     print(f"before ({table}):")
     _show(cfg, ddb, table, as_json=False, with_lag=False)
-    chosen = checkpoints._select(checkpoints.read_leases(ddb, table), args.shard)  # unknown shards: named
+    chosen = leases._select(leases.read_leases(ddb, table), args.shard)  # unknown shards: named
     print(f"\nplan: {len(chosen)} checkpoint(s) -> {target}")
     for lease in chosen:
         print(f"  {lease.shard}: {lease.checkpoint or '-'} -> {target}")
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("aborted: nothing written")
             return 1
-    results = checkpoints.reset(ddb, table, args.to, shards=args.shard, force=args.force, wait=args.wait)
+    results = leases.reset(ddb, table, args.to, shards=args.shard, force=args.force, wait=args.wait)
     for r in results:
         forced = "  (was held: forced)" if r.forced else ""
         print(f"{r.shard}: {r.before or '-'} -> {r.after}{forced}")
@@ -96,18 +96,18 @@ def _show(cfg: Any, ddb: Any, table: str, *, as_json: bool, with_lag: bool) -> i
 
     import orjson
 
-    from worker import checkpoints
+    from worker import leases
     from worker.aws import client
     from worker.runtime.properties import resolve_stream_arn
 
-    leases = checkpoints.read_leases(ddb, table)
-    lags: dict[str, checkpoints.Lag] = {}
-    if with_lag and leases:
+    held = leases.read_leases(ddb, table)
+    lags: dict[str, leases.Lag] = {}
+    if with_lag and held:
         arn = resolve_stream_arn(cfg)
         streams = client(cfg, "dynamodbstreams")
         now = dt.datetime.now(dt.UTC)
-        lags = {lease.shard: checkpoints.lag(streams, arn, lease, now) for lease in leases}
-    rows = checkpoints.rows(leases, lags)
+        lags = {lease.shard: leases.lag(streams, arn, lease, now) for lease in held}
+    rows = leases.rows(held, lags)
     if as_json:
         for row in rows:
             sys.stdout.buffer.write(orjson.dumps(row) + b"\n")
