@@ -28,6 +28,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--fixtures", nargs="+", metavar="PATH", help="fixture files (default: [local] fixtures)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    p.add_argument(
+        "--opensearch",
+        choices=("osmem", "embedded"),
+        default="osmem",
+        help="search engine when search.url is empty: osmem-server (fast, default) or a real OpenSearch 2.x node "
+        "(opensearch-node/, built by `bash .ci/dev build`)",
+    )
     p.set_defaults(run=run)
 
 
@@ -42,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
     for f in fixtures:
         if not Path(f).is_file():
             raise ConfigError("--fixtures", f"not a file: {f}")
+    engines: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
-        cfg = _with_emulators(cfg, stack)
+        cfg = _with_emulators(cfg, stack, engines, args.opensearch)
         report = execute(cfg, fixtures)
+    if engines:
+        report["engines"] = {**report.get("engines", {}), **engines}
     if args.json:
         import orjson
 
@@ -87,9 +97,9 @@ def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
     return report
 
 
-def _with_emulators(cfg: Any, stack: contextlib.ExitStack) -> Any:
-    """Start moto / osmem-server for whatever has no endpoint configured."""
-    from worker.emulators import fake_aws_credentials, start_moto, start_osmem
+def _with_emulators(cfg: Any, stack: contextlib.ExitStack, engines: dict[str, Any], opensearch: str) -> Any:
+    """Start moto / the search engine for whatever has no endpoint configured; ``engines`` gets their names."""
+    from worker.emulators import fake_aws_credentials, search_engine, start_moto, start_opensearch, start_osmem
     from worker.sinks import registry
 
     needed = registry.emulators(cfg)
@@ -100,9 +110,18 @@ def _with_emulators(cfg: Any, stack: contextlib.ExitStack) -> Any:
         stack.callback(moto.stop)
         cfg = dataclasses.replace(cfg, aws=dataclasses.replace(cfg.aws, endpoint_url=moto.url))
     if "opensearch" in needed and not cfg.search.url:
-        server = start_osmem()
-        stack.callback(server.close)
-        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, url=server.url))
+        if opensearch == "embedded":
+            node = start_opensearch()
+            stack.callback(node.stop)
+            url = node.url
+        else:
+            server = start_osmem()
+            stack.callback(server.close)
+            url = server.url
+        engines["search"] = search_engine(
+            url, "embedded OpenSearch node" if opensearch == "embedded" else "osmem-server"
+        )
+        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, url=url))
     return cfg
 
 
@@ -114,6 +133,8 @@ def render(report: dict[str, Any], fixtures: list[str], deadletters: str) -> str
     out.append(f"  dead letters: {report['deadletters']}" + (f" (in {deadletters})" if report["deadletters"] else ""))
     if report.get("stopped"):
         out.append(f"  STOPPED: {report['stopped']}")
+    for role, engine in report.get("engines", {}).items():
+        out.append(f"  {role} engine: " + ", ".join(f"{k} {v}" for k, v in engine.items()))
     from worker.sinks import registry
 
     for name in registry.SINKS:
