@@ -1,14 +1,17 @@
 # syntax=docker/dockerfile:1
 #
 # worker: DynamoDB Streams -> sinks, through KCL 3 (Java) + multilang (Python).
-#   docker build -t worker .
-#   docker run --init -v "$PWD/config:/app/config:ro" worker
-# Stage 1 builds the KCL launcher (launcher/); stage 2 installs the Python package;
-# the runtime stage is slim Python + a Temurin JRE + the launcher's jars in /opt/kcl/lib.
+#   docker build -t worker --build-arg VERSION=$(git describe --always) --build-arg REVISION=$(git rev-parse HEAD) .
+#   docker run -v "$PWD/config:/app/config:ro" worker                   (configuration file)
+#   docker run -e WORKER_CONFIG= -e WORKER__WORKER__TABLE=Orders -e AWS_REGION=eu-west-1 worker   (environment only)
+# Stage 1 builds the KCL launcher (launcher/); stage 2 installs the Python package: its
+# dependencies first, pinned by .ci/constraints.txt (the pins .ci/dev tests with), then the code;
+# the runtime stage is slim Python 3.11 (the tests' minor version) + a Temurin JRE + the
+# launcher's jars in /opt/kcl/lib, with tini as PID 1.
 
 ARG MAVEN_IMAGE=maven:3.9-eclipse-temurin-17
 ARG JRE_IMAGE=eclipse-temurin:17-jre
-ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- 1. the Java launcher and every KCL / adapter / AWS SDK jar it needs -------------------
 FROM ${MAVEN_IMAGE} AS launcher
@@ -26,20 +29,39 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README* ./
-COPY worker ./worker
-# amazon-kclpy: only its Python modules are used (the launcher's jars from stage 1 run KCL). Its
-# wheel build downloads KCL 3.5.3 jars from Maven Central and fails wherever one is missing, so it
-# is installed from its sdist without that step, exactly as .ci/dev does (keep the two in step).
+# 2a. amazon-kclpy: only its Python modules are used (the launcher's jars from stage 1 run KCL).
+# Its wheel build downloads KCL 3.5.3 jars from Maven Central and fails wherever one is missing,
+# so it is installed from its sdist without that step, exactly as .ci/dev does (keep the two in step).
 ARG KCLPY_VERSION=3.2.0
 RUN pip download --no-deps --no-binary :all: "amazon-kclpy==${KCLPY_VERSION}" -d /opt/venv/src \
  && tar -xzf "/opt/venv/src/amazon_kclpy-${KCLPY_VERSION}.tar.gz" -C /opt/venv/src \
- && pip install -e "/opt/venv/src/amazon_kclpy-${KCLPY_VERSION}" \
- && pip install .
+ && pip install -e "/opt/venv/src/amazon_kclpy-${KCLPY_VERSION}"
+# 2b. the other dependencies, in their own layer: a code change does not reinstall them.
+COPY pyproject.toml ./
+COPY .ci/constraints.txt ./.ci/constraints.txt
+RUN pip install -c .ci/constraints.txt $(python -c "import tomllib; \
+print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))")
+# 2c. the code, on top of the pinned dependencies.
+COPY README.md LICENSE ./
+COPY worker ./worker
+RUN pip install --no-deps -c .ci/constraints.txt .
 
 # --- 3. runtime ---------------------------------------------------------------------------
 FROM ${JRE_IMAGE} AS jre
 FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="worker" \
+      org.opencontainers.image.description="DynamoDB Streams to aggregates, OpenSearch and an S3 archive, with an exactly-once effect (KCL 3)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}"
+# tini as PID 1: reaps orphans and forwards SIGTERM to `worker daemon` (which forwards it to java).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tini \
+ && rm -rf /var/lib/apt/lists/*
 ENV JAVA_HOME=/opt/java/openjdk
 COPY --from=jre /opt/java/openjdk /opt/java/openjdk
 COPY --from=launcher /out/lib /opt/kcl/lib
@@ -50,9 +72,9 @@ ENV PATH=/opt/venv/bin:/opt/java/openjdk/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     LANG=C.UTF-8 \
     WORKER_CONFIG=/app/config/worker.toml \
+    WORKER__WORKER__DATA_DIR=/app/data \
     WORKER_KCL_CLASSPATH_DIR=/opt/kcl/lib \
-    WORKER_KCL_MAIN_CLASS=worker.kcl.StreamsMultiLangLauncher \
-    WORKER_HTTP_PORT=9400
+    WORKER_KCL_MAIN_CLASS=worker.kcl.StreamsMultiLangLauncher
 
 RUN groupadd --system --gid 10001 worker \
  && useradd --system --uid 10001 --gid worker --home-dir /app --no-create-home --shell /usr/sbin/nologin worker \
@@ -64,12 +86,14 @@ WORKDIR /app
 USER 10001:10001
 EXPOSE 9400
 
-# No curl in the image: python's urllib. WORKER_HTTP_PORT must match [kcl] http_port
-# (WORKER__KCL__HTTP_PORT) if either is changed.
+# The port: [kcl] http_port is the one setting (default 9400). Change it in the container with
+# WORKER__KCL__HTTP_PORT, which this check reads too (a port set only in the file needs the same
+# variable here). No curl in the image: python's urllib.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('WORKER_HTTP_PORT') or os.environ.get('WORKER__KCL__HTTP_PORT') or '9400'; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % port, timeout=4).read()"]
+  CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('WORKER__KCL__HTTP_PORT') or '9400'; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % port, timeout=4).read()"]
 
 # `worker daemon` renders the KCL properties file and runs
 #   java -cp "$WORKER_KCL_CLASSPATH_DIR/*" "$WORKER_KCL_MAIN_CLASS" <file.properties>
 # SIGTERM must reach java (graceful KCL shutdown); allow time for it: docker stop -t 60 / stop_grace_period.
-ENTRYPOINT ["worker", "daemon"]
+# Configuration from the environment alone: WORKER_CONFIG= (empty) and WORKER__SECTION__KEY variables.
+ENTRYPOINT ["/usr/bin/tini", "--", "worker", "daemon"]

@@ -222,7 +222,12 @@ def main(argv: list[str] | None = None) -> None:
     raw_json = sum(len(x) for x in work.adapter)
     moto = start_moto()
     try:
-        cfg = config.load(None, env={"WORKER__AWS__ENDPOINT_URL": moto.url, "WORKER__ARCHIVE__BUCKET": "bench"})
+        env = {
+            "WORKER__AWS__ENDPOINT_URL": moto.url,
+            "WORKER__ARCHIVE__BUCKET": "bench",
+            "WORKER__WORKER__TABLE": "Orders",
+        }
+        cfg = config.load(None, env=env)
         from worker.aws import client
 
         real = client(cfg, "s3")

@@ -79,7 +79,9 @@ def client(cfg: Config, service: str, **overrides: Any) -> Any:
         read_timeout=cfg.aws.read_timeout_seconds,
         max_pool_connections=16,
     )
-    kwargs: dict[str, Any] = {"region_name": cfg.worker.region, "config": boto_cfg}
+    kwargs: dict[str, Any] = {"config": boto_cfg}
+    if cfg.worker.region:  # else boto3's own chain (AWS_REGION, AWS_DEFAULT_REGION, profile)
+        kwargs["region_name"] = cfg.worker.region
     if endpoint:
         kwargs["endpoint_url"] = endpoint
     kwargs.update(overrides)

@@ -1,8 +1,12 @@
 """``worker`` command line: one sub-command per module in :mod:`worker.commands`.
 
-Each command module exposes ``add_parser(subparsers)`` and ``run(args) -> int``
-and keeps heavy imports inside ``run`` so that start-up stays fast (one shard
-process per KCL lease starts through here).
+Each command module exposes ``add_parser(subparsers)`` (through
+:func:`worker.commands.add_parser`: plain-text help, ``--config``) and
+``run(args) -> int``, and keeps heavy imports inside ``run`` so that start-up
+stays fast (one shard process per KCL lease starts through here).
+
+Exit codes: 0 ok; 1 a failure at run time (a probe failed, processing stopped);
+2 a usage or configuration error (named, no traceback); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,20 +16,46 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# name in the registry -> module under worker.commands
+from worker import version
+
+# modules under worker.commands, in the order of `worker --help`
 COMMANDS = [
     "local",
     "check_config",
-    "fixtures",
-    "kcl",
     "daemon",
     "checkpoints",
     "replay",
+    "fixtures",
+    "kcl",
 ]
+
+DESCRIPTION = """\
+worker: a DynamoDB table's change stream (NEW_AND_OLD_IMAGES) into derived data:
+aggregate tables in DynamoDB, an OpenSearch index and an S3 archive, with an
+exactly-once effect. In production it runs under KCL 3 (`worker daemon`).
+
+configuration: --config FILE (before or after the command), else $WORKER_CONFIG,
+else none; WORKER__SECTION__KEY variables override every key."""
+
+EPILOG = """\
+examples:
+  worker local --config config/local.toml      run the bundled fixtures on emulators
+  worker check-config --config worker.toml --probe
+  worker --config worker.toml checkpoints show
+  worker replay --since 24h --sinks search
+
+`worker COMMAND --help` describes each command. Exit codes: 0 ok, 1 failed,
+2 usage or configuration error, 130 interrupted."""
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="worker", description=__doc__.splitlines()[0])
+    from worker.commands import add_config_option
+
+    p = argparse.ArgumentParser(
+        prog="worker", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"worker {version()}")
+    add_config_option(p)
     p.add_argument("--debug", action="store_true", help="show the traceback of a failure (default: one line)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:

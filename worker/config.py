@@ -1,9 +1,11 @@
 """Configuration: TOML files, overridden by environment variables, validated at start-up.
 
 Precedence (highest first): ``WORKER__SECTION__KEY`` environment variables, the
-TOML file, the defaults below. An environment value is read as a TOML value
-when it parses as one (``42``, ``true``, ``["a"]``) and as a plain string
-otherwise. Arrays of tables take an index: ``WORKER__AGGREGATES__0__TABLE``.
+TOML file, the defaults below. An environment value is converted by the type of
+its field (see :mod:`worker.config_convert`): ``WORKER__SEARCH__PASSWORD=12345``
+is a string, ``WORKER__PIPELINE__RETRY_ATTEMPTS=5`` an integer. Arrays of tables
+take an index: ``WORKER__AGGREGATES__0__TABLE``. A file is optional: the
+environment alone is a complete configuration.
 
 Every error is a :class:`~worker.errors.ConfigError` naming the dotted key
 (``search.bulk_max_bytes``) and the reason; unknown keys are errors too, so a
@@ -14,17 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
+from worker.config_convert import ENV_PREFIX, apply_env, build
 from worker.errors import ConfigError
 
-ENV_PREFIX = "WORKER__"
+__all__ = ["ENV_PREFIX", "Config", "load", "require_runtime"]
 
 
 # -- sections ---------------------------------------------------------------------
@@ -32,10 +34,18 @@ ENV_PREFIX = "WORKER__"
 
 @dataclass(frozen=True)
 class WorkerSection:
-    table: str = "Orders"  # the source table (archive partitions, reports)
-    region: str = "us-east-1"
+    table: str = ""  # the source table (its stream, archive partitions); required to run
+    region: str = ""  # default: AWS_REGION, else AWS_DEFAULT_REGION; required to run
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    data_dir: str = ".local"  # writable state (replay progress); relative to the working directory
+
+    def validate(self, prefix: str) -> None:
+        _check_table(self.table, f"{prefix}.table", required=False)
+        if self.region:
+            _check_region(self.region, f"{prefix}.region")
+        if not self.data_dir:
+            raise ConfigError(f"{prefix}.data_dir", "must not be empty")
 
 
 @dataclass(frozen=True)
@@ -49,10 +59,6 @@ class AwsSection:
     connect_timeout_seconds: float = 5.0  # per call; botocore does not retry (the pipeline's budget does)
     read_timeout_seconds: float = 30.0
 
-    def validate(self, prefix: str) -> None:
-        for key in ("connect_timeout_seconds", "read_timeout_seconds"):
-            _bounded(getattr(self, key), f"{prefix}.{key}", MAX_CALL_TIMEOUT_SECONDS)
-
     def endpoint(self, service: str) -> str | None:
         specific = {
             "dynamodb": self.dynamodb_endpoint_url,
@@ -60,6 +66,14 @@ class AwsSection:
             "s3": self.s3_endpoint_url,
         }.get(service, "")
         return specific or self.endpoint_url or None
+
+    def validate(self, prefix: str) -> None:
+        for key in ("connect_timeout_seconds", "read_timeout_seconds"):
+            _bounded(getattr(self, key), f"{prefix}.{key}", MAX_CALL_TIMEOUT_SECONDS)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value and isinstance(value, str):
+                _check_http_url(value, f"{prefix}.{f.name}")
 
 
 @dataclass(frozen=True)
@@ -89,8 +103,8 @@ class DeadLetterSection:
     def validate(self, prefix: str) -> None:
         if not self.url:
             raise ConfigError(f"{prefix}.url", "must not be empty: parked records need a home")
-        if self.url.startswith("s3://") and len(self.url) <= len("s3://"):
-            raise ConfigError(f"{prefix}.url", "s3 URL needs a bucket")
+        if self.url.startswith("s3://"):
+            _check_s3_url(self.url, f"{prefix}.url")
 
 
 @dataclass(frozen=True)
@@ -145,10 +159,13 @@ class SearchSection:
             raise ConfigError(f"{prefix}.username", "required when auth = 'basic'")
         if self.include and self.exclude:
             raise ConfigError(f"{prefix}.exclude", "use include or exclude, not both")
-        if self.url and not self.url.startswith(("http://", "https://")):
-            raise ConfigError(f"{prefix}.url", f"must start with http:// or https://, got {self.url!r}")
-        if not self.index:
-            raise ConfigError(f"{prefix}.index", "must not be empty")
+        if self.url:
+            _check_http_url(self.url, f"{prefix}.url")
+        _check_index(self.index, f"{prefix}.index")
+        if self.live_alias:
+            _check_index(self.live_alias, f"{prefix}.live_alias")
+        if self.region:
+            _check_region(self.region, f"{prefix}.region")
         if not self.meta_field or "." in self.meta_field:
             raise ConfigError(f"{prefix}.meta_field", "must be a non-empty top-level field name")
         if self.meta_field in self.rename.values():
@@ -175,6 +192,8 @@ class ArchiveSection:
     def validate(self, prefix: str) -> None:
         if not self.bucket:
             raise ConfigError(f"{prefix}.bucket", "required when [archive] is present")
+        if not _BUCKET.fullmatch(self.bucket):
+            raise ConfigError(f"{prefix}.bucket", f"not an S3 bucket name: {self.bucket!r}")
         if self.prefix.startswith("/") or (self.prefix and not self.prefix.endswith("/")):
             raise ConfigError(f"{prefix}.prefix", f"must end with '/' and not start with one, got {self.prefix!r}")
         _positive(self.max_records, f"{prefix}.max_records")
@@ -189,7 +208,7 @@ class ArchiveSection:
 class KclSection:
     """The KCL 3 launcher (see ``worker daemon``)."""
 
-    application_name: str = "worker"
+    application_name: str = ""  # the lease table's name; default worker-<worker.table>
     stream_arn: str = ""  # or derived from worker.table
     initial_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
     worker_id: str = ""  # default: hostname
@@ -202,17 +221,25 @@ class KclSection:
     # start-up. Rendered as `disableWorkerMetrics`; true for local runs and tests (never probe there),
     # false by default in production where KCL balances leases on them (EC2, ECS and EKS hosts).
     disable_worker_metrics: bool = False
+    # CloudWatch Embedded Metric Format, for teams without Prometheus: "" (off), "stderr" or a file path.
+    emf_output: str = ""
+    emf_namespace: str = "Worker"
+    emf_interval_seconds: float = 60.0
     # Extra KCL multilang properties, verbatim (failoverTimeMillis, maxLeasesForWorker, ...).
     properties: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, prefix: str) -> None:
-        if not self.application_name or " " in self.application_name:
-            raise ConfigError(f"{prefix}.application_name", "must be non-empty, without spaces (the lease table name)")
+        # The lease table's name, and the prefix of KCL's two other tables.
+        _check_table(self.application_name, f"{prefix}.application_name", required=False)
         if not 0 < self.http_port < 65536:
             raise ConfigError(f"{prefix}.http_port", f"must be a TCP port, got {self.http_port}")
         _positive(self.checkpoint_retries, f"{prefix}.checkpoint_retries")
         if self.stall_seconds <= 0:
             raise ConfigError(f"{prefix}.stall_seconds", "must be > 0")
+        if self.emf_interval_seconds <= 0:
+            raise ConfigError(f"{prefix}.emf_interval_seconds", "must be > 0")
+        if self.emf_output and not self.emf_namespace:
+            raise ConfigError(f"{prefix}.emf_namespace", "must not be empty when emf_output is set")
         for key, value in self.properties.items():
             if isinstance(value, dict | list) or value is None:
                 raise ConfigError(f"{prefix}.properties.{key}", "must be a string, number or boolean")
@@ -240,6 +267,8 @@ class Config:
     source: str = ""  # the file it came from ("" for defaults only)
 
     def validate(self, prefix: str) -> None:
+        for i, a in enumerate(self.aggregates):
+            _check_table(a.table, f"aggregates[{i}].table", required=True)
         names = [a.name for a in self.aggregates]
         for i, n in enumerate(names):
             if n in names[:i]:
@@ -257,7 +286,13 @@ class Config:
 
 
 def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Load, override from ``env`` and validate; raises :class:`ConfigError`."""
+    """Load, override from ``env`` and validate; raises :class:`ConfigError`.
+
+    An error names the dotted key and where its value came from: the file, or
+    the ``WORKER__*`` variable that set it. After validation, ``worker.region``
+    falls back to ``AWS_REGION`` then ``AWS_DEFAULT_REGION`` (from ``env``), and
+    ``kcl.application_name`` to ``worker-<worker.table>``.
+    """
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
     source = ""
@@ -268,122 +303,75 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
                 data = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError("(file)", f"configuration file not found: {source}") from None
+        except IsADirectoryError:
+            raise ConfigError("(file)", f"a directory, not a configuration file: {source}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("(file)", f"invalid TOML: {exc}", source=source) from None
-    _apply_env(data, env)
     try:
-        cfg = _build(Config, {**data, "source": source}, "")
+        origins = apply_env(data, env)
+        _refuse_empty(data)
+        cfg = build(Config, {**data, "source": source}, "")
     except ConfigError as exc:
-        raise ConfigError(exc.key, exc.reason, source=source or None) from None
-    return cfg
+        origin = exc.source or _origin(exc.key, locals().get("origins", {})) or source or None
+        raise ConfigError(exc.key, exc.reason, source=origin) from None
+    return _derive(cfg, env)
 
 
-def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
-    for name, raw in sorted(env.items()):
-        if not name.startswith(ENV_PREFIX):
-            continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
-        if not parts:
-            continue
-        node: Any = data
-        for i, part in enumerate(parts[:-1]):
-            nxt_is_index = parts[i + 1].isdigit()
-            if isinstance(node, list):
-                idx = int(part)
-                while len(node) <= idx:
-                    node.append({})
-                node = node[idx]
-                continue
-            if part not in node or not isinstance(node[part], dict | list):
-                node[part] = [] if nxt_is_index else {}
-            node = node[part]
-        leaf = parts[-1]
-        value = _env_value(raw)
-        if isinstance(node, list):
-            idx = int(leaf)
-            while len(node) <= idx:
-                node.append({})
-            node[idx] = value
-        else:
-            node[leaf] = value
+# Keys whose default is "unset, then derived": an explicit empty value is a mistake, not a choice.
+_NOT_EMPTY = (("worker", "table"), ("worker", "region"), ("kcl", "application_name"))
 
 
-def _env_value(raw: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
+def _refuse_empty(data: Mapping[str, Any]) -> None:
+    from worker.config_convert import EnvValue
+
+    for section, key in _NOT_EMPTY:
+        node = data.get(section)
+        value = node.get(key) if isinstance(node, Mapping) else None
+        raw = value.raw if isinstance(value, EnvValue) else value
+        if isinstance(raw, str) and not raw.strip():
+            where = value.name if isinstance(value, EnvValue) else None
+            raise ConfigError(f"{section}.{key}", "must not be empty (leave it out to use the default)", source=where)
 
 
-def _build(cls: type[Any], data: Any, prefix: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise ConfigError(prefix or "(root)", f"must be a table, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            raise ConfigError(_join(prefix, key), f"unknown key (known: {', '.join(sorted(fields))})")
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        key = _join(prefix, name)
-        if name in data:
-            kwargs[name] = _coerce(hints[name], data[name], key)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(key, "required")
-    obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if validate is not None:
-        validate(prefix)
-    return obj
+def _origin(key: str, origins: Mapping[str, str]) -> str | None:
+    """The variable that set ``key`` (or the closest enclosing key), if one did."""
+    k = key
+    while k:
+        if k in origins:
+            return origins[k]
+        k = k.rsplit(".", 1)[0] if "." in k else ""
+    return None
 
 
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(args[0], value, key)
-    if origin is Literal:
-        allowed = get_args(tp)
-        if value not in allowed:
-            raise ConfigError(key, f"must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-        return value
-    if origin is list:
-        (inner,) = get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(key, f"must be an array, got {type(value).__name__}")
-        return [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        _, inner = get_args(tp)
-        if not isinstance(value, Mapping):
-            raise ConfigError(key, f"must be a table, got {type(value).__name__}")
-        return {str(k): _coerce(inner, v, f"{key}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return _build(typing.cast(type, tp), value, key)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(key, f"must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(key, f"must be a string, got {value!r}")
-        return value
-    raise ConfigError(key, f"unsupported type {tp!r}")  # a bug in a section declaration
+def _derive(cfg: Config, env: Mapping[str, str]) -> Config:
+    worker, kcl = cfg.worker, cfg.kcl
+    if not worker.region:
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
+        if region:
+            try:
+                _check_region(region, "worker.region")
+            except ConfigError as exc:
+                var = "AWS_REGION" if env.get("AWS_REGION") else "AWS_DEFAULT_REGION"
+                raise ConfigError(exc.key, exc.reason, source=var) from None
+            worker = dataclasses.replace(worker, region=region)
+    if not kcl.application_name and worker.table:
+        kcl = dataclasses.replace(kcl, application_name=f"worker-{worker.table}")
+    return dataclasses.replace(cfg, worker=worker, kcl=kcl)
 
 
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
+def require_runtime(cfg: Config) -> None:
+    """What every command that talks to AWS needs: a region, a table and an application name.
+
+    Raised at start-up (``worker daemon``, ``kcl``, ``check-config``, ``checkpoints``).
+    """
+    if not cfg.worker.region:
+        raise ConfigError(
+            "worker.region", "not set: set worker.region (WORKER__WORKER__REGION), AWS_REGION or AWS_DEFAULT_REGION"
+        )
+    if not cfg.worker.table and not (cfg.kcl.stream_arn and cfg.kcl.application_name):
+        raise ConfigError("worker.table", "required: the source table (WORKER__WORKER__TABLE)")
+    if not cfg.kcl.application_name:
+        raise ConfigError("kcl.application_name", "required (default: worker-<worker.table>)")
 
 
 MAX_CALL_TIMEOUT_SECONDS = 300.0  # one call may hang this long at most, whatever the configuration
@@ -397,3 +385,69 @@ def _bounded(v: float, key: str, most: float) -> None:
 def _positive(v: int, key: str) -> None:
     if v <= 0:
         raise ConfigError(key, f"must be > 0, got {v}")
+
+
+# -- names and URLs (one home: check-config and start-up use the same rules) -------------
+
+_TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+-\d+")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_INDEX_FORBIDDEN = set('\\/*?"<>| ,#:')
+
+
+def _check_table(name: str, key: str, *, required: bool) -> None:
+    if not name:
+        if required:
+            raise ConfigError(key, "must not be empty")
+        return
+    if not _TABLE.fullmatch(name):
+        raise ConfigError(key, f"not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -): {name!r}")
+
+
+def _check_region(region: str, key: str) -> None:
+    if not _REGION.fullmatch(region):
+        raise ConfigError(key, f"not an AWS region (like eu-west-1): {region!r}")
+
+
+def _check_http_url(url: str, key: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as exc:
+        raise ConfigError(key, f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(key, f"must be http(s)://host[:port], got {mask_url(url)!r}")
+
+
+def _check_s3_url(url: str, key: str) -> None:
+    bucket = url[len("s3://") :].split("/", 1)[0]
+    if not bucket:
+        raise ConfigError(key, f"s3 URL needs a bucket (s3://bucket/prefix/), got {url!r}")
+    if not _BUCKET.fullmatch(bucket):
+        raise ConfigError(key, f"not an S3 bucket name: {bucket!r}")
+
+
+def _check_index(name: str, key: str) -> None:
+    if not name:
+        raise ConfigError(key, "must not be empty")
+    bad = sorted(set(name) & _INDEX_FORBIDDEN)
+    if name != name.lower() or bad or name[0] in "-_+" or name in (".", "..") or len(name.encode()) > 255:
+        raise ConfigError(
+            key, f"not an OpenSearch index name (lowercase, no {' '.join(bad) or 'leading - _ +'}): {name!r}"
+        )
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password in it replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))

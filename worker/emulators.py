@@ -92,7 +92,25 @@ def start_osmem() -> Any:
         from osmem_server import OsmemServer
     except ImportError as exc:
         raise FatalError("osmem-server is not installed: pip install 'worker[local]'") from exc
-    return OsmemServer.start(japanese=False, addr="127.0.0.1:0")
+    # The server inherits our stderr and writes its own lines there ("osmem-server: exiting" at
+    # every stop): give it a private file instead, shown only if it fails to start.
+    import tempfile
+
+    with tempfile.TemporaryFile() as err:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(err.fileno(), 2)
+            try:
+                return OsmemServer.start(japanese=False, addr="127.0.0.1:0")
+            finally:
+                os.dup2(saved, 2)
+        except Exception as exc:
+            err.seek(0)
+            detail = err.read().decode(errors="replace").strip()
+            raise FatalError(f"osmem-server did not start: {exc}" + (f" ({detail})" if detail else "")) from exc
+        finally:
+            os.close(saved)
 
 
 # -- a real OpenSearch node ----------------------------------------------------------------

@@ -21,7 +21,7 @@ reset, which Prometheus' ``rate()`` handles). Per-shard gauges:
 
 * iterator age: when the last batch was processed, its newest record's age
   (``now - ApproximateCreationDateTime``), as Lambda defines IteratorAge;
-* hours left before the oldest unprocessed record is trimmed (24 h retention):
+* seconds left before the oldest unprocessed record is trimmed (24 h retention):
   during a batch, from its oldest record's age now; between batches, from the
   iterator age (the next record is at least that new);
 * the last checkpoint: when it was written, and the creation time of the
@@ -118,6 +118,7 @@ class ShardMetricsFile:
             deadletters=stats.deadletters,
             flushes=stats.flushes,
             sink_seconds=dict(stats.sink_seconds),
+            sink_buckets={k: list(v) for k, v in getattr(stats, "sink_buckets", {}).items()},
         )
         self.write()
 
@@ -149,15 +150,23 @@ class Totals:
     counts: Counter[str] = field(default_factory=Counter)
     changes: Counter[str] = field(default_factory=Counter)
     sink_seconds: Counter[str] = field(default_factory=Counter)
+    sink_buckets: Counter[tuple[str, int]] = field(default_factory=Counter)  # (sink, bucket) -> flushes
 
     def add(self, snap: dict[str, Any]) -> None:
         for name in COUNTERS:
             self.counts[name] += int(snap.get(name) or 0)
         self.changes.update(snap.get("changes") or {})
         self.sink_seconds.update(snap.get("sink_seconds") or {})
+        for sink, counts in (snap.get("sink_buckets") or {}).items():
+            self.sink_buckets.update({(sink, i): n for i, n in enumerate(counts)})
 
     def plus(self, other: Totals) -> Totals:
-        return Totals(self.counts + other.counts, self.changes + other.changes, self.sink_seconds + other.sink_seconds)
+        return Totals(
+            self.counts + other.counts,
+            self.changes + other.changes,
+            self.sink_seconds + other.sink_seconds,
+            self.sink_buckets + other.sink_buckets,
+        )
 
 
 @dataclass(frozen=True)
@@ -168,7 +177,7 @@ class ShardView:
     pid: int
     in_flight_seconds: float  # 0 when no batch is being processed
     iterator_age: float | None
-    trim_hours_left: float | None
+    trim_seconds_left: float | None
     checkpoint: dict[str, Any] | None
     last_batch_at: float | None
 
@@ -236,13 +245,13 @@ def _view(snap: dict[str, Any], now: float) -> ShardView:
     oldest = snap.get("batch_oldest_created")
     age = snap.get("iterator_age")
     unprocessed_age = max(0.0, now - oldest) if started is not None and oldest is not None else age
-    hours = None if unprocessed_age is None else (STREAM_RETENTION_SECONDS - unprocessed_age) / 3600
+    left = None if unprocessed_age is None else STREAM_RETENTION_SECONDS - unprocessed_age
     return ShardView(
         shard=str(snap["shard"]),
         pid=int(snap.get("pid", 0)),
         in_flight_seconds=max(0.0, now - started) if started is not None else 0.0,
         iterator_age=age,
-        trim_hours_left=hours,
+        trim_seconds_left=left,
         checkpoint=snap.get("checkpoint"),
         last_batch_at=snap.get("last_batch_at"),
     )
@@ -270,8 +279,16 @@ def pid_alive(pid: int) -> bool:
 
 def render(snapshot: Snapshot, *, launcher_up: bool) -> bytes:
     """The Prometheus text exposition of ``snapshot``."""
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+    from prometheus_client import (
+        GC_COLLECTOR,
+        PLATFORM_COLLECTOR,
+        PROCESS_COLLECTOR,
+        CollectorRegistry,
+        generate_latest,
+    )
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+
+    from worker.pipeline import FLUSH_BUCKETS
 
     t = snapshot.totals
     families: list[Any] = []
@@ -281,6 +298,9 @@ def render(snapshot: Snapshot, *, launcher_up: bool) -> bytes:
         c.add_metric([], value)
         families.append(c)
 
+    info = InfoMetricFamily("worker_build", "The worker's version and Python")
+    info.add_metric([], build_info())
+    families.append(info)
     up = GaugeMetricFamily("worker_launcher_up", "1 while the KCL launcher process runs")
     up.add_metric([], 1.0 if launcher_up else 0.0)
     families.append(up)
@@ -297,9 +317,14 @@ def render(snapshot: Snapshot, *, launcher_up: bool) -> bytes:
     counter("worker_deadletters", "Records parked to dead letters", t.counts["deadletters"])
     counter("worker_checkpoints", "Checkpoints written", t.counts["checkpoints"])
     counter("worker_checkpoint_retries", "Checkpoint retries (throttling)", t.counts["checkpoint_retries"])
-    latency = SummaryMetricFamily("worker_sink_flush_seconds", "Time spent flushing each sink", labels=["sink"])
+    latency = HistogramMetricFamily("worker_sink_flush_seconds", "Latency of each sink's flushes", labels=["sink"])
+    bounds = [*(repr(b) for b in FLUSH_BUCKETS), "+Inf"]
     for sink, secs in sorted(t.sink_seconds.items()):
-        latency.add_metric([sink], count_value=t.counts["flushes"], sum_value=secs)
+        running, cumulative = 0, []
+        for i, bound in enumerate(bounds):
+            running += t.sink_buckets[(sink, i)]
+            cumulative.append((bound, float(running)))
+        latency.add_metric([sink], cumulative, sum_value=secs)
     families.append(latency)
 
     def gauge(name: str, doc: str, pick: Callable[[ShardView], float | None]) -> None:
@@ -316,9 +341,9 @@ def render(snapshot: Snapshot, *, launcher_up: bool) -> bytes:
         lambda s: s.iterator_age,
     )
     gauge(
-        "worker_trim_hours_left",
-        "Hours before the oldest unprocessed record is trimmed (24 h retention)",
-        lambda s: s.trim_hours_left,
+        "worker_trim_seconds_left",
+        "Seconds before the oldest unprocessed record is trimmed (24 h retention)",
+        lambda s: s.trim_seconds_left,
     )
     gauge(
         "worker_batch_in_flight_seconds",
@@ -339,10 +364,21 @@ def render(snapshot: Snapshot, *, launcher_up: bool) -> bytes:
     class _Static:
         def collect(self) -> Iterator[Any]:
             yield from families
+            yield from PROCESS_COLLECTOR.collect()  # the daemon's own process_* series
+            yield from PLATFORM_COLLECTOR.collect()  # python_info
+            yield from GC_COLLECTOR.collect()  # python_gc_*
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Static())  # type: ignore[arg-type]
     return bytes(generate_latest(registry))
+
+
+def build_info() -> dict[str, str]:
+    import platform
+
+    from worker import version
+
+    return {"version": version(), "python": platform.python_version()}
 
 
 def status(snapshot: Snapshot, *, launcher_up: bool, stall_seconds: float) -> tuple[bool, bool, dict[str, Any]]:
@@ -362,7 +398,7 @@ def status(snapshot: Snapshot, *, launcher_up: bool, stall_seconds: float) -> tu
                 "checkpoint_at": (s.checkpoint or {}).get("at"),
                 "in_flight_seconds": round(s.in_flight_seconds, 3),
                 "iterator_age_seconds": s.iterator_age,
-                "trim_hours_left": s.trim_hours_left,
+                "trim_seconds_left": s.trim_seconds_left,
             }
             for s in snapshot.shards
         },

@@ -18,6 +18,7 @@ Error actions (see :mod:`worker.errors`):
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -40,6 +41,10 @@ class StopProcessing(FatalError):
     """The pipeline cannot go on; nothing since the last checkpoint may be acknowledged."""
 
 
+# Upper bounds (seconds) of the flush-latency histogram's buckets; the last bucket is +Inf.
+FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
 @dataclass
 class Stats:
     """Counters since start (exported as metrics by the daemon)."""
@@ -51,6 +56,8 @@ class Stats:
     retries: int = 0
     flushes: int = 0
     sink_seconds: dict[str, float] = field(default_factory=dict)
+    # per sink: flushes per FLUSH_BUCKETS bucket (not cumulative; one more for +Inf)
+    sink_buckets: dict[str, list[int]] = field(default_factory=dict)
     last_created_at: float | None = None  # ApproximateCreationDateTime of the newest record
 
 
@@ -202,8 +209,11 @@ class Pipeline:
             except Exception as exc:
                 raise StopProcessing(f"{sink.name}: flush failed: {exc}") from exc
             finally:
+                took = self.clock() - started
                 secs = self.stats.sink_seconds
-                secs[sink.name] = secs.get(sink.name, 0.0) + self.clock() - started
+                secs[sink.name] = secs.get(sink.name, 0.0) + took
+                buckets = self.stats.sink_buckets.setdefault(sink.name, [0] * (len(FLUSH_BUCKETS) + 1))
+                buckets[bisect.bisect_left(FLUSH_BUCKETS, took)] += 1
             for err in rejected:
                 err.sink = err.sink or sink.name
                 self.park(err)

@@ -28,10 +28,12 @@ STATUSES = ("new", "paid", "shipped")
 def restore_logging() -> Iterator[None]:
     """``cli.main`` configures logging to the (captured) stderr; later tests must not write there."""
     handlers, level = logging.root.handlers[:], logging.root.level
+    worker_level = logging.getLogger("worker").level
     yield
     structlog.reset_defaults()
     logging.root.handlers[:] = handlers
     logging.root.setLevel(level)
+    logging.getLogger("worker").setLevel(worker_level)
 
 
 def s3_client(url: str) -> Any:
@@ -42,12 +44,13 @@ def make_cfg(url: str, *, bucket: str = "archive", tmp: Any = None, **archive: A
     env = {
         "WORKER__AWS__ENDPOINT_URL": url,
         "WORKER__ARCHIVE__BUCKET": bucket,
+        "WORKER__WORKER__TABLE": "Orders",
         "WORKER__PIPELINE__RETRY_BASE_SECONDS": "0.0",
         "WORKER__PIPELINE__RETRY_MAX_SECONDS": "0.0",
     }
     if tmp is not None:
         env["WORKER__DEADLETTER__URL"] = str(tmp / "dead")
-        env["WORKER__LOCAL__STATE_DIR"] = str(tmp / "state")
+        env["WORKER__WORKER__DATA_DIR"] = str(tmp / "state")
     for k, v in archive.items():
         env[f"WORKER__ARCHIVE__{k.upper()}"] = str(v).lower() if isinstance(v, bool) else str(v)
     return config.load(None, env=env)

@@ -260,5 +260,5 @@ def test_config_rejects_bad_archive_settings():
         ({"WORKER__ARCHIVE__COMPRESS_LEVEL": "11"}, "archive.compress_level"),
     ]:
         with pytest.raises(ConfigError) as err:
-            config.load(None, env={"WORKER__ARCHIVE__BUCKET": "b", **env})
+            config.load(None, env={"WORKER__ARCHIVE__BUCKET": "bkt", **env})
         assert err.value.key == key

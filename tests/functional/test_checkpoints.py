@@ -225,7 +225,7 @@ def test_show_without_a_lease_table_says_so(cfg_path: Path, moto_url: str) -> No
 def test_reset_refuses_while_a_worker_renews_its_lease(cfg_path: Path, stream: dict[str, Any]) -> None:
     ddb = stream["ddb"]
     with FakeKclWorker(ddb, stream["shard"], "worker-a", 17) as worker:
-        run = cli(cfg_path, "reset", "--to", "trim-horizon", "--wait", "1")
+        run = cli(cfg_path, "reset", "--yes", "--to", "trim-horizon", "--wait", "1")
         assert not worker.lost.is_set()
     assert run.returncode == 1, run.stderr
     assert "refusing to reset" in run.stderr and stream["shard"] in run.stderr and "worker-a" in run.stderr
@@ -242,7 +242,7 @@ def test_reset_rewrites_leases_whose_owner_stopped_renewing(cfg_path: Path, stre
         UpdateExpression="SET pendingCheckpoint = :p, pendingCheckpointSubSequenceNumber = :z, checkpointOwner = :o",
         ExpressionAttributeValues={":p": {"S": stream["sequences"][2]}, ":z": {"N": "0"}, ":o": {"S": "worker-a"}},
     )
-    run = cli(cfg_path, "reset", "--to", "trim-horizon", "--wait", "0.3")
+    run = cli(cfg_path, "reset", "--yes", "--to", "trim-horizon", "--wait", "0.3")
     assert run.returncode == 0, run.stderr
     assert f"{stream['shard']}: {stream['sequences'][1]} -> TRIM_HORIZON" in run.stdout
     assert "2 checkpoint(s) reset" in run.stdout
@@ -259,7 +259,7 @@ def test_reset_rewrites_leases_whose_owner_stopped_renewing(cfg_path: Path, stre
 def test_forced_reset_takes_the_lease_from_a_live_worker(cfg_path: Path, stream: dict[str, Any]) -> None:
     ddb = stream["ddb"]
     with FakeKclWorker(ddb, stream["shard"], "worker-a", 17) as worker:
-        run = cli(cfg_path, "reset", "--to", "latest", "--shard", stream["shard"], "--force", "--wait", "0.5")
+        run = cli(cfg_path, "reset", "--yes", "--to", "latest", "--shard", stream["shard"], "--force", "--wait", "0.5")
         assert worker.lost.wait(10), "the worker should fail its next renewal and drop the lease"
     assert run.returncode == 0, run.stderr
     assert "(was held: forced)" in run.stdout
@@ -270,13 +270,13 @@ def test_forced_reset_takes_the_lease_from_a_live_worker(cfg_path: Path, stream:
 
 def test_reset_to_a_sequence_number_needs_exactly_one_shard(cfg_path: Path, stream: dict[str, Any]) -> None:
     seq = stream["sequences"][0]
-    run = cli(cfg_path, "reset", "--to", seq, "--wait", "0")
+    run = cli(cfg_path, "reset", "--yes", "--to", seq, "--wait", "0")
     assert run.returncode == 2 and "exactly one --shard" in run.stderr
-    run = cli(cfg_path, "reset", "--to", seq, "--shard", "shardId-nope", "--wait", "0")
+    run = cli(cfg_path, "reset", "--yes", "--to", seq, "--shard", "shardId-nope", "--wait", "0")
     assert run.returncode == 2 and "no lease for shardId-nope" in run.stderr
-    run = cli(cfg_path, "reset", "--to", "yesterday", "--wait", "0")
+    run = cli(cfg_path, "reset", "--yes", "--to", "yesterday", "--wait", "0")
     assert run.returncode == 2 and "--to" in run.stderr
-    run = cli(cfg_path, "reset", "--to", seq, "--shard", stream["shard"], "--wait", "0.2")
+    run = cli(cfg_path, "reset", "--yes", "--to", seq, "--shard", stream["shard"], "--wait", "0.2")
     assert run.returncode == 0, run.stderr
     assert lease(stream["ddb"], stream["shard"])["checkpoint"] == {"S": seq}
 
@@ -290,3 +290,30 @@ def test_a_lease_changed_between_check_and_write_is_not_overwritten(stream: dict
     assert lease(ddb, stream["shard"])["checkpoint"]["S"] == stream["sequences"][1]
     with pytest.raises(ConfigError):
         leases.reset(ddb, APP, "latest", shards=["shardId-nope"])
+
+
+def test_reset_shows_the_plan_and_writes_nothing_on_a_dry_run(cfg_path: Path, stream: dict[str, Any]) -> None:
+    ddb = stream["ddb"]
+    before = lease(ddb, stream["shard"])
+    run = cli(cfg_path, "reset", "--to", "latest", "--dry-run")
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert out.index("before") < out.index("plan: 2 checkpoint(s) -> LATEST") < out.index("dry run: nothing written")
+    assert f"{stream['shard']}: {stream['sequences'][1]} -> LATEST" in out
+    assert "worker-a" in out.split("plan:")[0]  # the lease table as it was, owner included
+    assert lease(ddb, stream["shard"]) == before
+
+
+def test_reset_without_a_terminal_needs_yes_and_then_shows_the_table_after(
+    cfg_path: Path, stream: dict[str, Any]
+) -> None:
+    ddb = stream["ddb"]
+    before = lease(ddb, stream["shard"])
+    run = cli(cfg_path, "reset", "--to", "latest", "--shard", stream["shard"], "--wait", "0")
+    assert run.returncode == 2 and "--yes" in run.stderr and "Traceback" not in run.stderr
+    assert lease(ddb, stream["shard"]) == before
+    run = cli(cfg_path, "reset", "--to", "latest", "--shard", stream["shard"], "--wait", "0", "--yes", "--force")
+    assert run.returncode == 0, run.stderr
+    after = run.stdout.split("after (")[1]
+    row = next(line for line in after.splitlines() if line.startswith(stream["shard"]))
+    assert "LATEST" in row

@@ -214,9 +214,9 @@ def test_daemon_serves_shard_metrics_and_forwards_sigterm(tmp_path: Path, daemon
     assert m[("worker_changes_total", (("kind", "insert"),))] == 2
     assert m[("worker_checkpoints_total", ())] == 1
     assert m[("worker_last_checkpoint_record_timestamp_seconds", (("shard", SHARD),))] == 1_763_780_400
-    hours = m[("worker_trim_hours_left", (("shard", SHARD),))]
+    left = m[("worker_trim_seconds_left", (("shard", SHARD),))]
     age = m[("worker_iterator_age_seconds", (("shard", SHARD),))]
-    assert age > 0 and hours == pytest.approx(24 - age / 3600)  # records built "created" long ago
+    assert age > 0 and left == pytest.approx(24 * 3600 - age)  # records built "created" long ago
     assert get(d.port, "/nope")[0] == 404
 
     d.proc.send_signal(signal.SIGTERM)
@@ -250,7 +250,9 @@ def test_daemon_exits_when_the_launcher_fails(tmp_path: Path, daemons: list[Daem
 
 def test_print_properties_renders_without_starting_anything(tmp_path: Path) -> None:
     cfg = tmp_path / "w.toml"
-    cfg.write_text(f'[kcl]\nstream_arn = "{STREAM_ARN}"\nworker_id = "w1"\n[worker]\nregion = "eu-west-1"\n')
+    cfg.write_text(
+        f'[kcl]\nstream_arn = "{STREAM_ARN}"\nworker_id = "w1"\n[worker]\ntable = "Orders"\nregion = "eu-west-1"\n'
+    )
     run = subprocess.run(
         [sys.executable, "-m", "worker", "daemon", "--config", str(cfg), "--print-properties"],
         check=False,
@@ -266,7 +268,9 @@ def test_print_properties_renders_without_starting_anything(tmp_path: Path) -> N
 
 def test_kcl_property_options_win_and_a_malformed_one_names_the_option(tmp_path: Path) -> None:
     cfg = tmp_path / "w.toml"
-    cfg.write_text(f'[kcl]\nstream_arn = "{STREAM_ARN}"\nproperties = {{ failoverTimeMillis = 9000 }}\n')
+    cfg.write_text(
+        f'[worker]\ntable = "Orders"\n[kcl]\nstream_arn = "{STREAM_ARN}"\nproperties = {{ failoverTimeMillis = 9000 }}\n'
+    )
     base = [sys.executable, "-m", "worker", "daemon", "--config", str(cfg), "--print-properties"]
     run = subprocess.run(
         [*base, "--kcl-property", "failoverTimeMillis=3000"], capture_output=True, text=True, timeout=60, check=False

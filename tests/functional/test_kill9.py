@@ -36,7 +36,17 @@ def test_kill_9_mid_flush_then_a_complete_run_is_exact(tmp_path: Path, moto_url:
         "WORKER__PIPELINE__MAX_BATCH_RECORDS": "3",
         "WORKER__DEADLETTER__URL": str(tmp_path / "dead"),
     }
-    argv = [sys.executable, "-m", "worker", "local", "--json", "--fixtures", str(BUNDLED)]
+    argv = [
+        sys.executable,
+        "-m",
+        "worker",
+        "local",
+        "--config",
+        "config/local.toml",
+        "--json",
+        "--fixtures",
+        str(BUNDLED),
+    ]
     rng = random.Random(9)
     killed_running = 0
     for _ in range(KILLS):

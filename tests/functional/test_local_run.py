@@ -42,7 +42,7 @@ def final_items() -> tuple[dict[str, dict], int]:
 
 def test_local_run_over_bundled_fixtures_matches_a_recomputation(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "worker", "local", "--json"],
+        [sys.executable, "-m", "worker", "local", "--json", "--config", "config/local.toml"],
         check=False,
         cwd=ROOT,
         capture_output=True,
@@ -75,10 +75,18 @@ def test_local_run_over_bundled_fixtures_matches_a_recomputation(tmp_path: Path)
 
 
 def test_human_summary_names_every_sink() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "WORKER_CONFIG"}
     run = subprocess.run(
-        [sys.executable, "-m", "worker", "local"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "worker", "--config", "config/local.toml", "local"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert run.returncode == 0, run.stderr
+    assert "osmem-server" not in run.stderr  # the emulator's own lines stay out of the output
     out = run.stdout
     for word in ("records: INSERT", "dead letters: 0", "aggregates:", "orders_by_status", "index orders", "archive:"):
         assert word in out

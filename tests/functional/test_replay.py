@@ -163,6 +163,7 @@ def write_config(tmp_path: Path, url: str, body: str = "") -> Path:
 [worker]
 table = "Orders"
 log_format = "json"
+data_dir = "{tmp_path / "state"}"
 [aws]
 endpoint_url = "{url}"
 [pipeline]
@@ -170,8 +171,6 @@ retry_base_seconds = 0.0
 retry_max_seconds = 0.0
 [deadletter]
 url = "{tmp_path / "dead"}"
-[local]
-state_dir = "{tmp_path / "state"}"
 [archive]
 bucket = "target"
 prefix = "copy/"
@@ -312,3 +311,38 @@ def test_options_defaults_and_checks(tmp_path, moto_url):
     with pytest.raises(ConfigError, match="no aggregate named"):
         parse("--rebuild", "nope")
     assert isinstance(parser.parse_args(["replay", "--since", "now"]), argparse.Namespace)
+
+
+def test_resume_with_a_relative_range_continues_the_saved_range(moto_url, tmp_path):
+    from worker import config as config_mod
+    from worker.sources.replay import State as ReplayState
+
+    cfg = config_mod.load(write_config(tmp_path, moto_url))
+    argv = ["replay", "--from-archive", "s3://archive/changes/", "--since", "7d", "--sinks", "archive", "--resume"]
+    started = dt.datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+    first = replay.options(cli.parser().parse_args(argv), cfg, started)
+    later = replay.options(cli.parser().parse_args(argv), cfg, started + dt.timedelta(hours=3))
+    assert later.since != first.since  # "7d" now names another range...
+    assert later.run_id() == first.run_id()  # ...but the same run: its progress file is found
+    state = tmp_path / "state" / f"{first.run_id()}.json"
+    saved = ReplayState(state, first.identity())
+    saved.range = {"since": "2026-01-03T12:00:00Z", "until": "2026-01-10T12:00:00Z"}
+    saved.save()
+    resumed = replay.saved_range(dataclasses.replace(later, state=state))
+    assert (resumed.since, resumed.until) == (first.since, first.until)  # the interrupted run's range
+    absolute = ["replay", "--from-archive", "s3://archive/changes/", "--since", "2026-01-01", "--sinks", "archive"]
+    a = replay.options(cli.parser().parse_args([*absolute, "--until", "2026-01-02"]), cfg, started)
+    b = replay.options(cli.parser().parse_args([*absolute, "--until", "2026-01-03"]), cfg, started)
+    assert a.run_id() != b.run_id()
+
+
+def test_an_empty_range_warns(moto_url, tmp_path, capsys):
+    live(moto_url, {PARENT: stream(10)}, redeliver=False)
+    config = write_config(tmp_path, moto_url)
+    s3_client(moto_url).create_bucket(Bucket="target")
+    argv = ["--from-archive", "s3://archive/changes/", "--since", "2020-01-01", "--until", "2020-01-02"]
+    rc = cli.main(["replay", "--config", str(config), *argv, "--sinks", "archive"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "WARNING: no archive objects in this range" in out.out
+    assert "nothing to replay" in out.err

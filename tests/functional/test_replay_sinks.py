@@ -31,6 +31,7 @@ def write_config(path: Path, moto: str, osmem: str, *, table: str, index: str, t
 table = "Orders"
 log_format = "json"
 log_level = "warning"
+data_dir = "{tmp / "state"}"
 [aws]
 endpoint_url = "{moto}"
 [pipeline]
@@ -38,8 +39,6 @@ retry_base_seconds = 0.0
 retry_max_seconds = 0.0
 [deadletter]
 url = "{tmp / "dead"}"
-[local]
-state_dir = "{tmp / "state"}"
 [[aggregates]]
 name = "orders_by_status"
 table = "{table}"

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def local(*args: str) -> dict:
     run = subprocess.run(
-        [sys.executable, "-m", "worker", "local", "--json", *args],
+        [sys.executable, "-m", "worker", "--config", "config/local.toml", "local", "--json", *args],
         check=False,
         cwd=ROOT,
         capture_output=True,

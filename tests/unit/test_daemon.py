@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def test_kcl_section_validation() -> None:
         cfg(kcl__http_port="70000")
     with pytest.raises(ConfigError, match=r"kcl\.application_name"):
         cfg(kcl__application_name='"a b"')
-    with pytest.raises(ConfigError, match=r"kcl\.properties\.x"):
+    with pytest.raises(ConfigError, match=r"kcl\.properties\.X"):
         config.load(None, env={"WORKER__KCL__PROPERTIES__X": "[1]"})
 
 
@@ -160,6 +161,9 @@ def test_launcher_command_defaults_and_environment() -> None:
 # -- metrics files ------------------------------------------------------------------------------
 
 
+BOUNDS = ("0.005", "0.01", "0.1", "0.25", "0.5", "60.0", "+Inf")
+
+
 class FakeStats:
     """Stands in for worker.pipeline.Stats (the fields the metrics file copies)."""
 
@@ -170,6 +174,8 @@ class FakeStats:
         self.deadletters = 2
         self.flushes = 3
         self.sink_seconds = Counter({"aggregates": 0.5})
+        # 3 flushes: 0.004 s, 0.2 s and 0.296 s (buckets <= 0.005, <= 0.25 and <= 0.5)
+        self.sink_buckets = {"aggregates": [1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0]}
 
 
 class Clock:
@@ -222,17 +228,17 @@ def test_collector_keeps_totals_monotonic_as_processes_end(tmp_path: Path) -> No
     assert collector.collect().totals.counts["records"] == 14
 
 
-def test_trim_hours_left_uses_the_batch_in_flight(tmp_path: Path) -> None:
+def test_trim_seconds_left_uses_the_batch_in_flight(tmp_path: Path) -> None:
     clock = Clock()
     collector = metrics.Collector(tmp_path, clock=clock, alive=lambda pid: True)
     f = shard_file(tmp_path, "shardId-a", 10, clock)
     f.batch_done(FakeStats(1), newest_created=clock.t - 3600)
     (view,) = collector.collect().shards
-    assert view.iterator_age == 3600 and view.trim_hours_left == 23 and view.in_flight_seconds == 0
+    assert view.iterator_age == 3600 and view.trim_seconds_left == 23 * 3600 and view.in_flight_seconds == 0
     f.batch_started(clock.t - 6 * 3600)  # a backlog: the next batch starts 6 h back
     clock.t += 600
     (view,) = collector.collect().shards
-    assert view.trim_hours_left == pytest.approx(24 - 6 - 600 / 3600)
+    assert view.trim_seconds_left == pytest.approx((24 - 6) * 3600 - 600)
     assert view.in_flight_seconds == 600
 
 
@@ -256,11 +262,19 @@ def test_exposition_parses_and_names_every_metric(tmp_path: Path) -> None:
     assert got[("worker_checkpoints_total", ())] == 1
     assert got[("worker_sink_flush_seconds_sum", (("sink", "aggregates"),))] == 0.5
     assert got[("worker_sink_flush_seconds_count", (("sink", "aggregates"),))] == 3
+    bucket = {b: got[("worker_sink_flush_seconds_bucket", (("le", b), ("sink", "aggregates")))] for b in BOUNDS}
+    assert bucket == {"0.005": 1, "0.01": 1, "0.1": 1, "0.25": 2, "0.5": 3, "60.0": 3, "+Inf": 3}
     assert got[("worker_iterator_age_seconds", shard)] == 5
-    assert got[("worker_trim_hours_left", shard)] == pytest.approx(24 - 5 / 3600)
+    assert got[("worker_trim_seconds_left", shard)] == pytest.approx(24 * 3600 - 5)
     assert got[("worker_last_checkpoint_timestamp_seconds", shard)] == clock.t
     assert got[("worker_last_checkpoint_record_timestamp_seconds", shard)] == clock.t - 5
     assert got[("worker_launcher_up", ())] == 1
+    from importlib.metadata import version
+
+    assert got[("worker_build_info", (("python", platform.python_version()), ("version", version("worker"))))] == 1
+    assert got[("process_resident_memory_bytes", ())] > 0  # the daemon's own process
+    assert ("python_info", ()) in {(n, ()) for n, _ in got}
+    assert any(name.startswith("python_gc_") for name, _ in got)
     assert got[("worker_shard_processes", ())] == 1
 
 
@@ -304,3 +318,38 @@ def test_worker_metrics_switch_and_command_line_overrides() -> None:
     assert props["disableWorkerMetrics"] == "true"
     assert props["metricslevel"] == "DETAILED"  # the command line wins over [kcl] properties
     assert props["failoverTimeMillis"] == "3000"
+
+
+def test_emf_document_sends_counter_increases_and_worst_gauges(tmp_path: Path) -> None:
+    import io
+
+    from worker.metrics_emf import EmfWriter
+
+    clock = Clock()
+    collector = metrics.Collector(tmp_path, clock=clock, alive=lambda pid: True)
+    a = shard_file(tmp_path, "shardId-a", 10, clock)
+    b = shard_file(tmp_path, "shardId-b", 11, clock)
+    a.batch_done(FakeStats(5, insert=5), newest_created=clock.t - 10)
+    b.batch_done(FakeStats(7, insert=7), newest_created=clock.t - 100)
+    out = io.StringIO()
+    writer = EmfWriter(
+        collector,
+        out,
+        launcher_up=lambda: True,
+        namespace="Worker",
+        application="worker-Orders",
+        interval=60,
+        clock=clock,
+    )
+    writer.emit()
+    a.batch_done(FakeStats(8, insert=8), newest_created=clock.t - 1)
+    writer.emit()
+    first, second = (orjson.loads(line) for line in out.getvalue().splitlines())
+    (directive,) = first["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "Worker" and directive["Dimensions"] == [["Application"]]
+    declared = {m["Name"] for m in directive["Metrics"]}
+    assert declared <= set(first) and "MinTrimSecondsLeft" in declared
+    assert first["Application"] == "worker-Orders" and first["_aws"]["Timestamp"] == int(clock.t * 1000)
+    assert (first["RecordsProcessed"], second["RecordsProcessed"]) == (12, 3)  # increases, CloudWatch sums them
+    assert first["MaxIteratorAgeSeconds"] == 100 and first["MinTrimSecondsLeft"] == 24 * 3600 - 100
+    assert first["LauncherUp"] == 1 and first["ShardProcesses"] == 2

@@ -2,30 +2,45 @@
 
 worker checkpoints show [--json] [--no-lag]
 worker checkpoints reset --to trim-horizon|latest|SEQUENCE [--shard ID ...] [--force] [--wait SECONDS]
+                         [--dry-run] [--yes]
+
+``reset`` prints the leases before, the planned change, asks for confirmation
+(``--yes`` on a terminal-less run), and prints the leases after.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 
 def add_parser(sub: Any) -> None:
+    from worker.commands import add_config_option
+    from worker.commands import add_parser as add
     from worker.leases import DEFAULT_WAIT_SECONDS
 
-    p = sub.add_parser("checkpoints", help="list or reset the stream checkpoints in the KCL lease table")
-    p.add_argument(
-        "--config",
-        default=os.environ.get("WORKER_CONFIG") or None,
-        help="configuration file (TOML; default $WORKER_CONFIG)",
+    p = add(
+        sub,
+        "checkpoints",
+        "list or reset the stream checkpoints in the KCL lease table",
+        "The KCL lease table (named [kcl] application_name) holds one checkpoint per shard:\n"
+        "where processing resumes. `show` lists them with their owner and lag; `reset` rewrites\n"
+        "them, to replay (trim-horizon) or to skip ahead (latest), after showing the change and\n"
+        "asking for confirmation.",
+        "  worker checkpoints show --config worker.toml\n"
+        "  worker checkpoints reset --to latest --dry-run\n"
+        "  worker checkpoints reset --to trim-horizon --shard shardId-000001700000000000-abcd --yes",
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = actions.add_parser("show", help="shard, owner, checkpoint and lag of every lease")
+    add_config_option(show)
     show.add_argument("--json", action="store_true", help="one JSON object per lease on stdout")
     show.add_argument("--no-lag", action="store_true", help="skip reading the stream to compute the lag")
     reset = actions.add_parser("reset", help="rewrite checkpoints (to replay, or to skip ahead)")
+    add_config_option(reset)
+    reset.add_argument("--dry-run", action="store_true", help="show what would be rewritten; write nothing")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reset.add_argument("--to", required=True, help="trim-horizon, latest, or a sequence number (with one --shard)")
     reset.add_argument("--shard", action="append", metavar="ID", help="only this shard (repeatable; default: all)")
     reset.add_argument("--force", action="store_true", help="rewrite even leases held by running workers")
@@ -39,20 +54,40 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker import config, leases, log
+    from worker import leases
     from worker.aws import client
+    from worker.commands import load_config
+    from worker.errors import ConfigError
 
-    cfg = config.load(args.config)
-    log.configure(cfg.worker.log_format, cfg.worker.log_level)
+    cfg = load_config(args, runtime=True)
     ddb = client(cfg, "dynamodb")
     table = leases.lease_table(cfg)
     if args.action == "show":
         return _show(cfg, ddb, table, as_json=args.json, with_lag=not args.no_lag)
+    target = leases.target_checkpoint(args.to, args.shard)
+    print(f"before ({table}):")
+    _show(cfg, ddb, table, as_json=False, with_lag=False)
+    chosen = leases._select(leases.read_leases(ddb, table), args.shard)  # unknown shards: named
+    print(f"\nplan: {len(chosen)} checkpoint(s) -> {target}")
+    for lease in chosen:
+        print(f"  {lease.shard}: {lease.checkpoint or '-'} -> {target}")
+    if args.dry_run:
+        print("dry run: nothing written")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigError("--yes", "required to reset checkpoints without a terminal to confirm on")
+        answer = input(f"rewrite {len(chosen)} checkpoint(s) in {table}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("aborted: nothing written")
+            return 1
     results = leases.reset(ddb, table, args.to, shards=args.shard, force=args.force, wait=args.wait)
     for r in results:
         forced = "  (was held: forced)" if r.forced else ""
         print(f"{r.shard}: {r.before or '-'} -> {r.after}{forced}")
     print(f"{len(results)} checkpoint(s) reset in {table}; workers resume after the new checkpoints")
+    print(f"\nafter ({table}):")
+    _show(cfg, ddb, table, as_json=False, with_lag=False)
     return 0
 
 

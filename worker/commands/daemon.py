@@ -17,11 +17,19 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("daemon", help="run under KCL 3: launcher, shard processes, health and metrics")
-    p.add_argument(
-        "--config",
-        default=os.environ.get("WORKER_CONFIG") or None,
-        help="configuration file (TOML; default $WORKER_CONFIG); WORKER__SECTION__KEY variables override it",
+    from worker.commands import add_parser as add
+
+    p = add(
+        sub,
+        "daemon",
+        "run under KCL 3: launcher, shard processes, health and metrics (the container's entrypoint)",
+        "Render the KCL properties from the configuration, start the KCL 3 launcher (Java), which\n"
+        "runs one `worker kcl` process per shard lease, forward SIGTERM to it for a graceful\n"
+        "shutdown, and serve /healthz, /readyz and /metrics on [kcl] http_port for every shard\n"
+        "process of the container. Exits with the launcher's exit code.",
+        "  worker daemon --config /app/config/worker.toml\n"
+        "  worker daemon --print-properties            (what KCL would be given, then exit)\n"
+        "  WORKER__WORKER__TABLE=Orders AWS_REGION=eu-west-1 worker daemon   (no file)",
     )
     p.add_argument("--properties", metavar="PATH", help="where to write the KCL properties (default: a temp dir)")
     p.add_argument("--print-properties", action="store_true", help="print the KCL properties and exit")
@@ -38,16 +46,23 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from worker import config, log
+    from worker.commands import config_path as path_of
+    from worker.commands import load_config
     from worker.errors import ConfigError
     from worker.metrics import ENV_DIR, Collector
     from worker.runtime import properties
     from worker.runtime.http import Endpoint
     from worker.runtime.launcher import Launcher, LauncherCommand, install_forwarding
 
-    config_path = str(Path(args.config).resolve()) if args.config else None
-    cfg = config.load(config_path)
-    log.configure(cfg.worker.log_format, cfg.worker.log_level)
+    given = path_of(args)
+    config_path = str(Path(given).resolve()) if given else None
+    cfg = load_config(args, runtime=True)
+    port = cfg.kcl.http_port  # the one setting: [kcl] http_port / WORKER__KCL__HTTP_PORT
+    legacy = os.environ.get("WORKER_HTTP_PORT", "")
+    if legacy and legacy != str(port):  # an older image's variable: refuse it rather than guess
+        raise ConfigError(
+            "WORKER_HTTP_PORT", f"is not read (it was {legacy!r}, kcl.http_port is {port}): set WORKER__KCL__HTTP_PORT"
+        )
     overrides = {}
     for item in args.kcl_property:
         key, sep, value = item.partition("=")
@@ -68,11 +83,6 @@ def run(args: argparse.Namespace) -> int:
     props_path = Path(args.properties) if args.properties else run_dir / "kcl.properties"
     props_path.write_text(text, encoding="latin-1")
 
-    port_env = os.environ.get("WORKER_HTTP_PORT", "")
-    if port_env and not port_env.isdigit():
-        raise ConfigError("WORKER_HTTP_PORT", f"must be a port number, got {port_env!r}")
-    port = int(port_env) if port_env else cfg.kcl.http_port
-
     env = {**os.environ, ENV_DIR: str(metrics_dir)}
     # The JVM logs like this process (launcher/src/main/resources/worker-kcl-logback.xml).
     fmt = cfg.worker.log_format
@@ -80,12 +90,13 @@ def run(args: argparse.Namespace) -> int:
     env.setdefault("WORKER_KCL_LOG_FORMAT", "json" if use_json else "console")
     if config_path:
         env["WORKER_CONFIG"] = config_path
+    collector = Collector(metrics_dir)  # one per daemon: it retires finished shards' files (HTTP and EMF share it)
     launcher = Launcher(LauncherCommand.from_env(os.environ).argv(str(props_path)), env=env)
     try:
         endpoint = Endpoint(
             cfg.kcl.http_host,
             port,
-            Collector(metrics_dir),
+            collector,
             launcher_up=lambda: launcher.running,
             stall_seconds=cfg.kcl.stall_seconds,
         )
@@ -93,9 +104,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("kcl.http_port", f"cannot listen on {cfg.kcl.http_host}:{port}: {exc}") from exc
     import structlog
 
+    emf = _emf_writer(cfg, collector, launcher_up=lambda: launcher.running)
     launcher.start()  # before the HTTP thread exists (the fork runs a preexec function)
     install_forwarding(launcher)
     endpoint.start()
+    if emf is not None:
+        emf.start()
     structlog.get_logger("worker.daemon").info(
         "serving health and metrics", port=endpoint.port, properties=str(props_path), metrics_dir=str(metrics_dir)
     )
@@ -103,6 +117,27 @@ def run(args: argparse.Namespace) -> int:
         return launcher.wait()
     finally:
         endpoint.close()
+        if emf is not None:
+            emf.close()
+
+
+def _emf_writer(cfg: Any, collector: Any, *, launcher_up: Any) -> Any:
+    """The optional CloudWatch EMF writer ([kcl] emf_output), or None."""
+    if not cfg.kcl.emf_output:
+        return None
+    from worker.metrics_emf import EmfWriter
+
+    out: Any = sys.stderr
+    if cfg.kcl.emf_output != "stderr":
+        out = open(cfg.kcl.emf_output, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the daemon)
+    return EmfWriter(
+        collector,
+        out,
+        launcher_up=launcher_up,
+        namespace=cfg.kcl.emf_namespace,
+        application=cfg.kcl.application_name,
+        interval=cfg.kcl.emf_interval_seconds,
+    )
 
 
 def clear_metrics(directory: Path) -> None:

@@ -11,13 +11,26 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("fixtures", help="record fixtures from a stream, or convert their shape")
+    from worker.commands import add_config_option
+    from worker.commands import add_parser as add
+
+    p = add(
+        sub,
+        "fixtures",
+        "record fixtures from a stream, or convert their shape",
+        "Fixture files hold stream records (JSON Lines, any of the shapes DynamoDB Streams,\n"
+        "the Kinesis adapter, KCL multilang, Lambda or the aws CLI produce). `record` reads\n"
+        "every record now in a table's stream; `convert` rewrites a file in another shape.",
+        "  worker fixtures record --table Orders --out orders.jsonl\n"
+        "  worker fixtures record --demo --table Orders --out demo.jsonl   (on an embedded emulator)\n"
+        "  worker fixtures convert orders.jsonl --to lambda --out orders-lambda.jsonl",
+    )
     fs = p.add_subparsers(dest="fixtures_command", required=True, metavar="ACTION")
 
     rec = fs.add_parser("record", help="record every record now in a table's stream (GetRecords, wire JSON)")
     rec.add_argument("--table", required=True, help="source table (its latest stream is read)")
     rec.add_argument("--out", required=True, help="output file (JSON Lines)")
-    rec.add_argument("--config", help="configuration file ([aws] endpoints, worker.region)")
+    add_config_option(rec)
     rec.add_argument("--endpoint-url", help="DynamoDB / Streams endpoint (e.g. an emulator)")
     rec.add_argument(
         "--demo",
@@ -27,6 +40,7 @@ def add_parser(sub: Any) -> None:
     rec.set_defaults(run=record)
 
     conv = fs.add_parser("convert", help="rewrite a fixture file in another record shape")
+    add_config_option(conv)
     conv.add_argument("input", help="fixture file of any shape")
     conv.add_argument("--to", required=True, choices=["wire", "adapter", "multilang", "lambda", "cli"])
     conv.add_argument("--out", required=True, help="output file")
@@ -37,10 +51,11 @@ def record(args: argparse.Namespace) -> int:
 
     from worker import config
     from worker.aws import client, stream_arn
+    from worker.commands import config_path
     from worker.records import to_json
     from worker.sources import poller
 
-    cfg = config.load(args.config) if args.config else config.Config()
+    cfg = config.load(config_path(args))
     if args.endpoint_url:
         cfg = dataclasses.replace(cfg, aws=dataclasses.replace(cfg.aws, endpoint_url=args.endpoint_url))
     with contextlib.ExitStack() as stack:
@@ -56,7 +71,7 @@ def record(args: argparse.Namespace) -> int:
             import boto3
 
             resource = boto3.resource(
-                "dynamodb", endpoint_url=moto.url, region_name=cfg.worker.region
+                "dynamodb", endpoint_url=moto.url, region_name=cfg.worker.region or None
             )  # the demo writes through the high-level API, as applications do
             examples.run(resource, args.table)
         arn = stream_arn(client(cfg, "dynamodb"), args.table)

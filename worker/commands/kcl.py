@@ -16,11 +16,15 @@ from typing import Any, TextIO
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("kcl", help="KCL multilang shard process (run by the KCL daemon, not by hand)")
-    p.add_argument(
-        "--config",
-        default=os.environ.get("WORKER_CONFIG") or None,
-        help="configuration file (TOML; default $WORKER_CONFIG); WORKER__SECTION__KEY variables override it",
+    from worker.commands import add_parser as add
+
+    # No summary: hidden from `worker --help` (an internal command).
+    p = add(
+        sub,
+        "kcl",
+        None,
+        "The KCL multilang shard process, started by the KCL launcher once per shard lease.\n"
+        "Not for use by hand: stdout carries the multilang protocol.",
     )
     p.set_defaults(run=run)
 
@@ -36,11 +40,10 @@ def protocol_stdout() -> TextIO:
 
 def run(args: argparse.Namespace) -> int:
     protocol = protocol_stdout()  # first: nothing may reach the protocol stream but the protocol
-    from worker import config, log
+    from worker.commands import load_config
     from worker.metrics import ENV_DIR
 
-    cfg = config.load(args.config)
-    log.configure(cfg.worker.log_format, cfg.worker.log_level, stream=sys.stderr)
+    cfg = load_config(args)
     from worker.sources.kcl import serve
 
     metrics_dir = os.environ.get(ENV_DIR) or cfg.kcl.metrics_dir or None

@@ -10,13 +10,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = "config/local.toml"
-
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("local", help="run fixture files through every configured sink, locally")
+    from worker.commands import add_parser as add
+
+    p = add(
+        sub,
+        "local",
+        "run fixture files through every configured sink, locally",
+        "Run fixture files (recorded stream records, any shape) through the pipeline and every\n"
+        "configured sink, then print what each sink holds. Sinks without an endpoint run on\n"
+        "embedded emulators (moto for DynamoDB and S3, osmem-server for OpenSearch), started\n"
+        "and stopped by the command; nothing leaves the machine.",
+        "  worker local --config config/local.toml\n"
+        "  worker local --config config/local.toml --fixtures my-records.jsonl --json\n"
+        "  bash .ci/dev local          (the same, from a checkout)",
+    )
     p.add_argument("--fixtures", nargs="+", metavar="PATH", help="fixture files (default: [local] fixtures)")
-    p.add_argument("--config", help=f"configuration file (default: {DEFAULT_CONFIG} if present)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     p.add_argument(
         "--opensearch",
@@ -35,12 +45,11 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker import config, log
+    from worker.commands import config_path as config_path_of
+    from worker.commands import load_config
     from worker.errors import ConfigError
 
-    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
-    cfg = config.load(path)
-    log.configure(cfg.worker.log_format, cfg.worker.log_level)
+    cfg = load_config(args)
     fixtures = [str(p) for p in args.fixtures] if args.fixtures else [str(cfg.resolve(f)) for f in cfg.local.fixtures]
     if not fixtures:
         raise ConfigError("local.fixtures", "no fixture files: pass --fixtures PATH or set [local] fixtures")
@@ -53,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         if args.engine == "kcl":
             from worker.runtime import local_engine
 
-            config_path = str(Path(path).resolve()) if path else None
+            given = config_path_of(args)
+            config_path = str(Path(given).resolve()) if given else None
             report = local_engine.execute(cfg, fixtures, config_path=config_path, stack=stack, progress=sys.stderr)
         else:
             report = execute(cfg, fixtures)

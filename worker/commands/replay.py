@@ -31,7 +31,21 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("replay", help="replay a time range of the S3 archive into the sinks")
+    from worker.commands import add_parser as add
+
+    p = add(
+        sub,
+        "replay",
+        "replay a time range of the S3 archive into the sinks",
+        "Feed every archived record of a time range, once and in order per shard, through the\n"
+        "same pipeline as live processing: the sinks' idempotence makes a range already applied\n"
+        "change nothing. Progress is saved after every flush under worker.data_dir; --resume\n"
+        "continues an interrupted run of the same options (relative times included).",
+        "  worker replay --since 24h --sinks search\n"
+        "  worker replay --since 7d --resume\n"
+        "  worker replay --since 2026-01-01 --until 2026-01-02 --dry-run\n"
+        "  worker replay --rebuild all --into OrderStatsV2 --since 2000-01-01",
+    )
     p.add_argument("--from-archive", metavar="S3_URL", help="s3://bucket/prefix (default: the configured [archive])")
     p.add_argument(
         "--since",
@@ -56,10 +70,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--into", metavar="TABLE", help="with --rebuild: the (empty or missing) table to rebuild into")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run of the same range and sinks")
-    p.add_argument("--state", metavar="FILE", help="progress file (default: <local.state_dir>/replay/<run id>.json)")
+    p.add_argument("--state", metavar="FILE", help="progress file (default: <worker.data_dir>/replay/<run id>.json)")
     p.add_argument("--provision", action="store_true", help="create missing tables/indexes of the sinks (emulators)")
     p.add_argument("--prefetch", type=int, default=4, metavar="N", help="objects read ahead in parallel (default: 4)")
-    p.add_argument("--config", help="configuration file")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.set_defaults(run=run)
 
@@ -130,6 +143,8 @@ def options(args: argparse.Namespace, cfg: Any, now: dt.datetime) -> Options:
     until = parse_time(args.until, now, "--until")
     if since >= until:
         raise ConfigError("--since", f"must be before --until ({iso(since)} >= {iso(until)})")
+    if not args.table and not cfg.worker.table:
+        raise ConfigError("--table", "not given and worker.table is not set ('*' replays every table)")
     tables: tuple[str, ...] = tuple(args.table or [cfg.worker.table])
     if "*" in tables:
         tables = ()
@@ -149,6 +164,8 @@ def options(args: argparse.Namespace, cfg: Any, now: dt.datetime) -> Options:
         state=Path(args.state) if args.state else None,
         provision=args.provision,
         prefetch=args.prefetch,
+        since_text=args.since or "",
+        until_text=args.until or "",
     )
 
 
@@ -241,13 +258,14 @@ def _clock(seconds: float | None) -> str:
 def run(args: argparse.Namespace) -> int:
     import orjson
 
-    from worker import config, log
+    from worker.commands import load_config
 
-    cfg = config.load(args.config)
-    log.configure(cfg.worker.log_format, cfg.worker.log_level)
+    cfg = load_config(args)
     opts = options(args, cfg, dt.datetime.now(UTC))
     if opts.state is None:
-        opts = dataclasses.replace(opts, state=cfg.resolve(cfg.local.state_dir) / "replay" / f"{opts.run_id()}.json")
+        opts = dataclasses.replace(opts, state=Path(cfg.worker.data_dir) / "replay" / f"{opts.run_id()}.json")
+    if opts.resume:
+        opts = saved_range(opts)
     try:
         summary = execute(cfg, opts)
     except KeyboardInterrupt:
@@ -259,6 +277,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render(summary))
     return 0
+
+
+def saved_range(opts: Options) -> Options:
+    """With ``--resume``: the range the interrupted run resolved (``--since 7d`` means then, not now)."""
+    import orjson
+
+    if opts.state is None or not opts.state.exists():
+        return opts
+    try:
+        saved = orjson.loads(opts.state.read_bytes()).get("range") or {}
+        since, until = saved["since"], saved["until"]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return opts  # State.open reports an unreadable file
+    return dataclasses.replace(opts, since=_parse_iso(since), until=_parse_iso(until))
+
+
+def _parse_iso(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def render(summary: Summary) -> str:
@@ -274,6 +310,8 @@ def render(summary: Summary) -> str:
         f" {r['outside_range']} outside the range, {r['already_done']} already done, {r['replayed']} {verb}",
         f"  shards: {summary.shards}   bytes read: {summary.bytes_read:,}   took {summary.seconds:.1f} s",
     ]
+    if not o["listed"]:
+        lines.append("  WARNING: no archive objects in this range: nothing was replayed")
     if summary.rebuild:
         lines.append(f"  rebuilt aggregates: {', '.join(summary.rebuild)}")
     lines.append(f"  sinks: {', '.join(summary.sinks) or 'none'}")

@@ -199,6 +199,7 @@ def daemon_env(
 ) -> dict[str, str]:
     """The environment of ``worker daemon`` (inherited by the JVM and the shard processes)."""
     env = dict(base)
+    env.pop("WORKER_HTTP_PORT", None)  # an older image's variable, refused by the daemon
     env.update(
         AWS_EC2_METADATA_DISABLED="true",
         AWS_ACCOUNT_ID_ENDPOINT_MODE="disabled",
@@ -206,7 +207,7 @@ def daemon_env(
         WORKER__KCL__DISABLE_WORKER_METRICS="true",
         WORKER__KCL__HTTP_HOST="127.0.0.1",
         WORKER__KCL__METRICS_DIR=metrics_dir,
-        WORKER_HTTP_PORT=str(_free_port()),
+        WORKER__KCL__HTTP_PORT=str(_free_port()),
         WORKER_KCL_CLASSPATH_DIR=lib,
     )
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):

@@ -298,6 +298,10 @@ def build(
     a = cfg.archive
     if a is None:
         raise FatalError("archive: no [archive] section")
+    if not cfg.worker.table:
+        from worker.errors import ConfigError
+
+        raise ConfigError("worker.table", "required with [archive]: objects are partitioned by the source table")
     if s3 is None:
         from worker.aws import client
 

@@ -18,7 +18,18 @@ def local(*args: str) -> dict:
         if name.startswith("WORKER__"):
             del env[name]
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "local", "--fixtures", FIXTURES, "--json", *args],
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "local",
+            "--config",
+            "config/local.toml",
+            "--fixtures",
+            FIXTURES,
+            "--json",
+            *args,
+        ],
         env=env,
         capture_output=True,
         timeout=400,

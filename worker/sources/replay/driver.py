@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,15 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 __all__ = ["Options", "Progress", "Replay", "Summary"]
+
+
+_RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)([smhd])(?: ?ago)?$")  # 24h, 24h ago, -24h: before now
+
+
+def relative(text: str) -> bool:
+    """Whether a time as given (``now``, ``7d``) is relative to when the command runs."""
+    t = text.strip()
+    return t == "now" or bool(_RELATIVE.match(t))
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,8 @@ class Options:
     state: Path | None = None
     provision: bool = False
     prefetch: int = 4
+    since_text: str = ""  # as given: a relative one ("7d") names the same run when resumed later
+    until_text: str = ""
 
     @property
     def url(self) -> str:
@@ -49,8 +61,8 @@ class Options:
         """What makes two runs the same run (a state file is only resumed by the same one)."""
         return {
             "archive": self.url,
-            "since": iso(self.since),
-            "until": iso(self.until),
+            "since": self.since_text if relative(self.since_text) else iso(self.since),
+            "until": self.until_text if relative(self.until_text) else iso(self.until),
             "tables": list(self.tables),
             "sinks": list(self.sinks),
             "rebuild": list(self.rebuild),
@@ -58,8 +70,10 @@ class Options:
         }
 
     def resume_hint(self) -> str:
-        """How to continue this run (relative times like ``24h`` would name another range later)."""
-        return f"continue with the same options and --since {iso(self.since)} --until {iso(self.until)} --resume"
+        """How to continue this run: the same options and ``--resume`` (the range is the one saved)."""
+        return f"continue with the same command and --resume (it replays the saved range: {iso(self.since)} to " + (
+            f"{iso(self.until)})"
+        )
 
     def run_id(self) -> str:
         import orjson
@@ -149,11 +163,20 @@ class Replay:
             self.s3, opts.bucket, opts.prefix, summary.tables, since=opts.since, until=opts.until, ignored=ignored
         )
         summary.objects["listed"] = len(self.listed)
+        if not self.listed:
+            self.log.warning(
+                "nothing to replay: no archive objects in the range",
+                archive=opts.url,
+                tables=summary.tables,
+                since=iso(opts.since),
+                until=iso(opts.until),
+            )
 
     def open_state(self) -> tuple[State, bool]:
         """The resume state (none for a dry run) and whether it continues an earlier run."""
         opts = self.opts
         state, resumed = State.open(None if opts.dry_run else opts.state, opts.identity(), opts.resume, self.log)
+        state.range = {"since": iso(opts.since), "until": iso(opts.until)}
         self.summary.resumed, self.summary.state = resumed, str(opts.state) if state.path else None
         return state, resumed
 

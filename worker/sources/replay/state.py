@@ -34,6 +34,7 @@ class State:
     objects: dict[str, str] = field(default_factory=dict)  # key -> ETag of the version done
     rebuild_checked: list[str] = field(default_factory=list)  # tables found empty when the rebuild began
     complete: bool = False
+    range: dict[str, str] = field(default_factory=dict)  # the resolved since/until, for --resume
 
     @classmethod
     def open(cls, path: Path | None, run: dict[str, Any], resume: bool, log: Any) -> tuple[State, bool]:
@@ -71,6 +72,7 @@ class State:
             "run": self.run,
             "updated_at": iso(dt.datetime.now(UTC)),
             "complete": self.complete,
+            "range": self.range,
             "rebuild_checked": self.rebuild_checked,
             "streams": self.streams,
             "objects": self.objects,
