@@ -113,10 +113,24 @@ class StreamRecord:
     _text: bytes | str | None = field(default=None, repr=False)
     _changes: tuple[Any, ...] | None = field(default=None, repr=False)
     _names: tuple[str, ...] | None = field(default=None, repr=False)
+    # A snapshot record (a backfill's synthetic INSERT, see worker.sources.backfill): the
+    # stream position its state sits at, as a decimal string; None for a stream record.
+    snapshot_at: str | None = None
 
     @cached_property
     def sequence(self) -> int:
         return int(self.sequence_number)
+
+    @cached_property
+    def item_sequence(self) -> int:
+        """Where this record's state sits among its item's changes, for sinks that order per item.
+
+        A stream record's own sequence number; a snapshot record's ``snapshot_at`` (the
+        position the snapshot was taken at, below every change after it), while its
+        ``sequence`` orders it within its snapshot pseudo-shard (for per-shard marks).
+        """
+        at = self.snapshot_at
+        return self.sequence if at is None else int(at)
 
     @cached_property
     def keys(self) -> Item:
@@ -343,6 +357,10 @@ def decode_mapping(obj: Any, *, where: str, shard_id: str | None = None) -> Stre
     if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
         raise fail("dynamodb.SizeBytes", f"must be an integer, got {size!r}")
     created = _timestamp(ddb.get("ApproximateCreationDateTime"), fail)
+    snapshot = obj.get("snapshot")
+    at = snapshot.get("at") if isinstance(snapshot, Mapping) else None
+    if snapshot is not None and not (isinstance(at, str) and at.isdigit()):
+        raise fail("snapshot.at", f"a snapshot record needs its position as a decimal string, got {at!r}")
     return StreamRecord(
         event_name=event,
         sequence_number=seq,
@@ -358,6 +376,7 @@ def decode_mapping(obj: Any, *, where: str, shard_id: str | None = None) -> Stre
         _old=old,
         _new=new,
         _original=obj,
+        snapshot_at=at,
     )
 
 
@@ -384,6 +403,7 @@ class _WireRecord(msgspec.Struct, gc=False):
     userIdentity: Any = None
     tableName: Any = None
     eventSourceARN: Any = None
+    snapshot: Any = None  # a snapshot record: decoded by the general path
 
 
 _read_wire = msgspec.json.Decoder(_WireRecord).decode
@@ -430,7 +450,7 @@ def _decode_text(text: bytes | str, where: str, shard_id: str | None) -> StreamR
     except msgspec.DecodeError:
         return None
     ddb = wire.dynamodb
-    if ddb is None or ddb.Keys is None:
+    if ddb is None or ddb.Keys is None or wire.snapshot is not None:
         return None
     name, seq, view, size = wire.eventName, ddb.SequenceNumber, ddb.StreamViewType, ddb.SizeBytes
     event = _EVENTS.get(name) if type(name) is str else None

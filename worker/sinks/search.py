@@ -181,7 +181,7 @@ class SearchSink:
             return
         doc = doc_id(change.key)
         held = self._pending.get(doc)
-        if held is None or change.record.sequence >= held.change.record.sequence:
+        if held is None or change.record.item_sequence >= held.change.record.item_sequence:
             self._pending[doc] = _Pending(change)
 
     def flush(self) -> Sequence[RecordError]:
@@ -256,7 +256,7 @@ class SearchSink:
         lines: dict[str, bytes] = {}
         for doc, cur in zip(chunk, current, strict=True):
             held = self._pending[doc]
-            seq = held.change.record.sequence
+            seq = held.change.record.item_sequence
             if cur.get("found"):
                 stored = stored_seq(cur.get("_source"), self.meta)
                 if stored is not None and stored >= seq:
@@ -295,7 +295,7 @@ class SearchSink:
         return list(zip(docs, items, strict=True))
 
     def _body(self, change: Change) -> bytes:
-        seq = change.record.sequence
+        seq = change.record.item_sequence
         kind = change.kind
         if kind is ChangeKind.REMOVE or (kind is ChangeKind.TTL_EXPIRE and self.section.ttl_policy == "delete"):
             return self.projection.tombstone(seq)
