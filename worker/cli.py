@@ -21,6 +21,7 @@ COMMANDS = [
     "daemon",
     "checkpoints",
     "replay",
+    "backfill",
 ]
 
 

@@ -155,17 +155,15 @@ class LiveConsumer:
         arn = self.ddb.describe_table(TableName=cfg.worker.table)["Table"]["LatestStreamArn"]
         shard = self.streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
         self.shard = shard
-        self.iterator = self.streams.get_shard_iterator(
-            StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
+        self.iterator = self.streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")[
+            "ShardIterator"
+        ]
         self.records = 0
 
     def consume(self, limit: int) -> int:
         page = self.streams.get_records(ShardIterator=self.iterator, Limit=limit)
         self.iterator = page["NextShardIterator"]
-        batch = [
-            RawRecord(r, f"{self.shard}/{r['dynamodb']['SequenceNumber']}", self.shard) for r in page["Records"]
-        ]
+        batch = [RawRecord(r, f"{self.shard}/{r['dynamodb']['SequenceNumber']}", self.shard) for r in page["Records"]]
         self.pipeline.process(batch)
         self.records += len(batch)
         return len(batch)

@@ -21,7 +21,7 @@ The end lies after every scan read, so the index holds every change that
 could have made a read differ from the state at P. The snapshot is then
 
     { the scanned image of k : k scanned, k not in the index }
-  ∪ { the first record's old image of k : k in the index, old image present }
+  + { the first record's old image of k : k in the index, old image present }
 
 An item existing at P that the scan did not return (deleted, or moved by a
 re-put, before the scan reached it) changed during the scan, so it is in the
@@ -30,7 +30,7 @@ the index too, so nothing is counted twice.
 
 Exactly once in every sink
 --------------------------
-Each snapshot item becomes a synthetic INSERT (:func:`snapshot_record`) on the
+Each snapshot item becomes a synthetic INSERT (:func:`~worker.sources.snapshot.snapshot_record`) on the
 pseudo-shard ``snapshot-<id>`` with sequence number = its *ordinal* (its line
 number across the spools, fixed once the index is closed), carrying
 ``"snapshot": {..., "at": "0"}``:
@@ -83,25 +83,24 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import structlog
 
 from worker.errors import FatalError, RetryableError
-from worker.records import StreamRecord, decode_mapping
+from worker.records import StreamRecord
 from worker.retry import RetryPolicy
 from worker.sources.backfill_state import Progress, SegmentProgress, Workdir
 from worker.sources.poller import shards
+from worker.sources.snapshot import Snapshot, key_of, key_text, label_time, snapshot_record
 
 if TYPE_CHECKING:
     from worker.pipeline import Pipeline
 
 UTC = dt.UTC
 RETENTION_SECONDS = 24 * 3600.0
-SNAPSHOT_PREFIX = "snapshot-"
-BEGINNING = "0"  # ``at`` of every snapshot record: below every stream sequence number
 _RETRYABLE = {
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
@@ -119,63 +118,6 @@ class ScanOptions:
     consistent: bool = False
     rate: float = 0.0  # read capacity units per second for the whole scan; 0: unbounded
     settle_seconds: float = 2.0  # wait for the stream to publish the scan's last writes
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The position P (the stream's beginning) and how its records are named."""
-
-    id: str
-    table: str
-    stream_arn: str
-    taken: float  # epoch seconds of P (the stream's creation), whole seconds
-
-    @property
-    def shard(self) -> str:
-        return f"{SNAPSHOT_PREFIX}{self.id}"
-
-    def marker(self) -> dict[str, Any]:
-        """What every snapshot record carries (the archive keeps it)."""
-        return {
-            "id": self.id,
-            "table": self.table,
-            "stream": self.stream_arn,
-            "position": "trim-horizon",
-            "taken": dt.datetime.fromtimestamp(self.taken, UTC).isoformat(),
-            "at": BEGINNING,
-        }
-
-    @classmethod
-    def of(cls, data: dict[str, Any]) -> Snapshot:
-        return cls(data["id"], data["table"], data["stream_arn"], float(data["taken"]))
-
-
-def snapshot_record(snapshot: Snapshot, ordinal: int, keys: dict[str, Any], image: dict[str, Any]) -> StreamRecord:
-    """The synthetic INSERT of one snapshot item (see the module docstring)."""
-    seq = str(ordinal)
-    obj = {
-        "eventID": f"{snapshot.shard}-{ordinal}",
-        "eventName": "INSERT",
-        "eventSource": "worker:backfill",
-        "tableName": snapshot.table,
-        "snapshot": snapshot.marker(),
-        "dynamodb": {
-            "Keys": keys,
-            "NewImage": image,
-            "SequenceNumber": seq,
-            "StreamViewType": "NEW_AND_OLD_IMAGES",
-            "ApproximateCreationDateTime": snapshot.taken,
-        },
-    }
-    return decode_mapping(obj, where=f"{snapshot.shard}/{seq}", shard_id=snapshot.shard)
-
-
-def key_of(item: dict[str, Any], key_names: tuple[str, ...]) -> dict[str, Any]:
-    return {k: item[k] for k in key_names if k in item}
-
-
-def key_text(keys: dict[str, Any]) -> bytes:
-    return orjson.dumps(keys, option=orjson.OPT_SORT_KEYS)
 
 
 class ReadBudget:
@@ -235,14 +177,16 @@ class Backfill:
         self.workdir: Workdir | None = None
         self.key_names: tuple[str, ...] = ()
         self.estimate = 0  # DescribeTable's ItemCount (approximate)
+        self.size_bytes = 0
 
     # -- 1. fix P ---------------------------------------------------------------------------
 
-    def start(self, *, resume: bool = False) -> Progress:
-        """Fix P (or take the one of the run being resumed) and open the state."""
+    def describe(self) -> Snapshot:
+        """P for the table's current stream (checked: enabled, NEW_AND_OLD_IMAGES); reads nothing else."""
         desc = self._call(lambda: self.dynamodb.describe_table(TableName=self.table)["Table"], "DescribeTable")
         self.key_names = tuple(k["AttributeName"] for k in desc["KeySchema"])
         self.estimate = int(desc.get("ItemCount") or 0)
+        self.size_bytes = int(desc.get("TableSizeBytes") or 0)
         spec = desc.get("StreamSpecification") or {}
         arn = desc.get("LatestStreamArn")
         if not arn or not spec.get("StreamEnabled"):
@@ -253,8 +197,32 @@ class Backfill:
             )
         stream = self._call(lambda: self.streams.describe_stream(StreamArn=arn)["StreamDescription"], "DescribeStream")
         created = stream.get("CreationRequestDateTime")
-        taken = float(int(created.timestamp())) if isinstance(created, dt.datetime) else _label_time(arn)
-        snapshot = Snapshot(hashlib.sha1(arn.encode()).hexdigest()[:12], self.table, arn, taken)
+        taken = float(int(created.timestamp())) if isinstance(created, dt.datetime) else label_time(arn)
+        return Snapshot(hashlib.sha1(arn.encode()).hexdigest()[:12], self.table, arn, taken)
+
+    def dry_run(self) -> dict[str, Any]:
+        """What a backfill would do: the stream, its age, the table's size and the read capacity it needs."""
+        snapshot = self.describe()
+        self.snapshot = snapshot
+        self._check_retention()
+        per_item = max(1, -(-self.size_bytes // max(self.estimate, 1) // 4096)) if self.estimate else 1
+        rcu = self.estimate * per_item * (1.0 if self.options.consistent else 0.5)
+        state = Workdir(self.state_dir / f"{self.table}-{snapshot.id}").load()
+        return {
+            "table": self.table,
+            "stream": snapshot.stream_arn,
+            "stream_age_hours": round((self.clock() - snapshot.taken) / 3600, 2),
+            "items_estimate": self.estimate,
+            "bytes_estimate": self.size_bytes,
+            "rcu_estimate": rcu,
+            "minutes_at_rate": round(rcu / self.options.rate / 60, 1) if self.options.rate > 0 else None,
+            "state": "complete" if state and state.complete else "in progress" if state else "none",
+        }
+
+    def start(self, *, resume: bool = False) -> Progress:
+        """Fix P (or take the one of the run being resumed) and open the state."""
+        snapshot = self.describe()
+        arn, taken = snapshot.stream_arn, snapshot.taken
         self.workdir = Workdir(self.state_dir / f"{self.table}-{snapshot.id}")
         progress = self.workdir.load()
         if progress is not None and not progress.complete and not resume:
@@ -367,14 +335,12 @@ class Backfill:
         arn = self.snapshot.stream_arn
         for shard in self._call(lambda: shards(self.streams, arn), "DescribeStream"):
             sid = shard["ShardId"]
-            it = self._call(
-                lambda s=sid: self.streams.get_shard_iterator(
-                    StreamArn=arn, ShardId=s, ShardIteratorType="TRIM_HORIZON"
-                ).get("ShardIterator"),
-                "GetShardIterator",
+            get_iterator = partial(
+                self.streams.get_shard_iterator, StreamArn=arn, ShardId=sid, ShardIteratorType="TRIM_HORIZON"
             )
+            it = self._call(get_iterator, "GetShardIterator").get("ShardIterator")
             while it:
-                page = self._call(lambda i=it: self.streams.get_records(ShardIterator=i, Limit=1000), "GetRecords")
+                page = self._call(partial(self.streams.get_records, ShardIterator=it, Limit=1000), "GetRecords")
                 records = page.get("Records", [])
                 for rec in records:
                     yield sid, rec
@@ -469,13 +435,3 @@ def _is_connection(exc: BaseException) -> bool:
     from botocore.exceptions import HTTPClientError
 
     return isinstance(exc, BotoConnectionError | HTTPClientError)
-
-
-def _label_time(arn: str) -> float:
-    """The stream's creation time from its label (the ARN's last part, ISO 8601 UTC)."""
-    label = arn.rsplit("/", 1)[-1]
-    try:
-        when = dt.datetime.fromisoformat(label)
-    except ValueError as exc:
-        raise FatalError(f"cannot tell when stream {arn} was created (no CreationRequestDateTime)") from exc
-    return float(int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()))
