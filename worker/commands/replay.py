@@ -29,7 +29,10 @@ What it guarantees:
   once, however long ago the aggregate sink's per-shard bookkeeping forgot the
   shards. Stop the live workers for that table meanwhile (or rebuild into a
   new table and switch): two writers of one shard would defeat its high-water
-  marks.
+  marks. When the archive holds snapshots (``worker backfill``), the rebuild
+  starts from the latest one taken at or before ``--since`` (else the latest
+  before ``--until``) and replays the records from its position on, leaving the
+  other snapshots out: state older than the stream's 24 hours is rebuilt too.
 
 Progress goes to stderr (a bar on a terminal, a log line every 10 s
 otherwise); the summary to stdout (``--json``: one JSON object).
@@ -404,6 +407,7 @@ class Summary:
     misplaced: list[str] = field(default_factory=list)
     seconds: float = 0.0
     complete: bool = False
+    snapshot: str | None = None  # --rebuild: the snapshot it started from (worker.sources.snapshot)
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -424,6 +428,8 @@ class Summary:
         ]
         if self.rebuild:
             lines.append(f"  rebuilt aggregates: {', '.join(self.rebuild)}")
+        if self.snapshot:
+            lines.append(f"  started from snapshot {self.snapshot} (records from its position on)")
         lines.append(f"  sinks: {', '.join(self.sinks) or 'none'}")
         if self.parked:
             where = "reported only (dry run)" if self.dry_run else "parked in the dead letters"
@@ -476,7 +482,7 @@ def execute(
     from worker.errors import RecordError
     from worker.pipeline import StopProcessing
     from worker.records import StreamRecord
-    from worker.sources import archive
+    from worker.sources import archive, snapshot
 
     logger = structlog.get_logger("worker.replay")
     started = clock()
@@ -497,9 +503,16 @@ def execute(
         summary.ignored_keys.append(key)
         logger.warning("not an archive object; ignored", key=f"s3://{opts.bucket}/{key}")
 
-    listed = archive.list_objects(
-        s3, opts.bucket, opts.prefix, tables, since=opts.since, until=opts.until, ignored=ignored
-    )
+    since = opts.since
+    if opts.rebuild:  # from the latest snapshot at or before the range, other snapshots left out
+        base = snapshot.rebuild_base(s3, opts.bucket, opts.prefix, tables, since=opts.since, until=opts.until)
+        if base is not None:
+            since, summary.snapshot, summary.since = base.taken, base.stream, _iso(base.taken)
+    listed = archive.list_objects(s3, opts.bucket, opts.prefix, tables, since=since, until=opts.until, ignored=ignored)
+    if opts.rebuild:
+        listed = [
+            o for o in listed if not snapshot.is_snapshot_stream(o.name.stream) or o.name.stream == summary.snapshot
+        ]
     summary.objects["listed"] = len(listed)
     state, resumed = State.open(None if opts.dry_run else opts.state, opts.identity(), opts.resume, logger)
     summary.resumed, summary.state = resumed, str(opts.state) if state.path else None
@@ -540,7 +553,7 @@ def execute(
             done = int(state.streams[sid]) if sid in state.streams else -1
             for ev in archive.merge(objs, loader.get, merge_stats):
                 if isinstance(ev, StreamRecord):
-                    if not opts.since <= ev.created_at < opts.until:
+                    if not since <= ev.created_at < opts.until:
                         records["outside_range"] += 1
                     elif ev.sequence <= done:
                         records["already_done"] += 1

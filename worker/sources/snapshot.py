@@ -97,3 +97,41 @@ def label_time(arn: str) -> float:
     except ValueError as exc:
         raise FatalError(f"cannot tell when stream {arn} was created (no CreationRequestDateTime)") from exc
     return float(int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()))
+
+
+@dataclass(frozen=True)
+class Base:
+    """The snapshot a rebuild starts from: its archive stream and the time of its position."""
+
+    stream: str
+    taken: dt.datetime
+
+
+def rebuild_base(
+    s3: Any, bucket: str, prefix: str, tables: list[str], *, since: dt.datetime, until: dt.datetime
+) -> Base | None:
+    """The latest archived snapshot taken at or before ``since`` (else the latest before ``until``).
+
+    A rebuild feeds that snapshot and every record created at or after its
+    ``taken`` (the records of its stream, all after its position; the records of
+    older streams, all before it), so it needs no record older than the snapshot,
+    however long ago the stream trimmed them. ``None`` when the archive holds none.
+    """
+    from worker.sources import archive
+
+    found: dict[str, archive.ArchivedObject] = {}
+    for obj in archive.list_all(s3, bucket, prefix):
+        if is_snapshot_stream(obj.name.stream) and (not tables or obj.name.table in tables):
+            first = found.get(obj.name.stream)
+            if first is None or obj.name.first < first.name.first:
+                found[obj.name.stream] = obj
+    taken: dict[str, dt.datetime] = {}
+    for stream, obj in found.items():
+        loaded = archive.read_object(s3, bucket, obj)
+        if loaded.entries:
+            record = archive.parse_line(loaded.entries[0][2], f"{loaded.source}:{loaded.entries[0][1]}")
+            taken[stream] = record.created_at
+    before = [(t, s) for s, t in taken.items() if t < until]
+    at_or_before = [(t, s) for t, s in before if t <= since]
+    pick = max(at_or_before or before, default=None)
+    return Base(pick[1], pick[0]) if pick else None
