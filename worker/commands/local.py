@@ -8,7 +8,10 @@ import contextlib
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.pipeline import Pipeline
 
 DEFAULT_CONFIG = "config/local.toml"
 
@@ -18,6 +21,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--fixtures", nargs="+", metavar="PATH", help="fixture files (default: [local] fixtures)")
     p.add_argument("--config", help=f"configuration file (default: {DEFAULT_CONFIG} if present)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    p.add_argument(
+        "--table-items",
+        metavar="FILE",
+        help="items (DynamoDB JSON, one per line) loaded into the emulated source table before its stream is "
+        "enabled: they are backfilled while the fixtures are written to the table, and the sinks are fed from it",
+    )
+    p.add_argument("--table-key", metavar="NAME[:T][,SORT[:T]]", help="the source table's key (default: the fixtures')")
     p.set_defaults(run=run)
 
 
@@ -35,8 +45,13 @@ def run(args: argparse.Namespace) -> int:
         if not Path(f).is_file():
             raise ConfigError("--fixtures", f"not a file: {f}")
     with contextlib.ExitStack() as stack:
-        cfg = _with_emulators(cfg, stack)
-        report = execute(cfg, fixtures)
+        cfg = _with_emulators(cfg, stack, source_table=bool(args.table_items))
+        if args.table_items:
+            from worker.commands.local_items import execute_with_items
+
+            report = execute_with_items(cfg, fixtures, args.table_items, args.table_key, stack)
+        else:
+            report = execute(cfg, fixtures)
     if args.json:
         import orjson
 
@@ -52,7 +67,6 @@ def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
 
     from worker.app import build_pipeline
     from worker.pipeline import StopProcessing
-    from worker.sinks import Reporting
     from worker.sources import fixtures as fixture_source
 
     pipeline = build_pipeline(cfg, provision=True)
@@ -63,6 +77,15 @@ def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
     except StopProcessing as exc:
         stopped = str(exc)
         structlog.get_logger("worker.local").error("stopped", error=stopped)
+    report = report_of(pipeline, stopped)
+    pipeline.close()
+    return report
+
+
+def report_of(pipeline: Pipeline, stopped: str | None) -> dict[str, Any]:
+    """The report: the pipeline's counters and each sink's own view of its target."""
+    from worker.sinks import Reporting
+
     stats = pipeline.stats
     report: dict[str, Any] = {
         "records": stats.records,
@@ -75,16 +98,15 @@ def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
     for sink in pipeline.sinks:
         if isinstance(sink, Reporting) and not stopped:
             report[sink.name] = sink.report()
-    pipeline.close()
     return report
 
 
-def _with_emulators(cfg: Any, stack: contextlib.ExitStack) -> Any:
+def _with_emulators(cfg: Any, stack: contextlib.ExitStack, *, source_table: bool = False) -> Any:
     """Start moto / osmem-server for whatever has no endpoint configured."""
     from worker.app import configured_sinks
     from worker.emulators import fake_aws_credentials, start_moto, start_osmem
 
-    needs_aws = bool(cfg.aggregates or cfg.archive or cfg.deadletter.url.startswith("s3://"))
+    needs_aws = bool(source_table or cfg.aggregates or cfg.archive or cfg.deadletter.url.startswith("s3://"))
     if needs_aws and not cfg.aws.endpoint_url:
         stack.enter_context(fake_aws_credentials())
         moto = start_moto()
@@ -103,6 +125,13 @@ def render(report: dict[str, Any], fixtures: list[str], deadletters: str) -> str
     out.append("  records: " + ", ".join(f"{k} {v}" for k, v in report["kinds"].items()))
     out.append("  changes: " + (", ".join(f"{k} {v}" for k, v in report["changes"].items()) or "none"))
     out.append(f"  dead letters: {report['deadletters']}" + (f" (in {deadletters})" if report["deadletters"] else ""))
+    if "backfill" in report:
+        b = report["backfill"]
+        out.append(
+            f"  table: {b['items_loaded']} items loaded, {b['final_items']} at the end;"
+            f" backfill: {b['scanned']} scanned, {b['changed_during_scan']} changed during the scan,"
+            f" {b['snapshot_records']} snapshot records, {b['consumed_rcu']} RCU"
+        )
     if report.get("stopped"):
         out.append(f"  STOPPED: {report['stopped']}")
     for name in ("aggregates", "search", "archive"):
