@@ -47,6 +47,11 @@ per-process counters (Data Prepper's ``epoch seconds * 10^6 + counter``,
 reset on every restart and child shard) give a newer change a smaller version
 and lose it silently.
 
+*Snapshot records* (a backfill's synthetic INSERTs, :mod:`worker.sources.backfill`)
+are ordered by :attr:`~worker.records.StreamRecord.item_sequence`: the position
+the snapshot was taken at, below every stream record of the item, so any live
+write wins over a snapshot image whichever arrives first.
+
 *Why deletes stay deleted:* a delete is a tombstone *document* carrying its
 sequence number, not an engine delete. Engine tombstones are
 garbage-collected after ``index.gc_deletes`` (60 s), after which an external

@@ -101,18 +101,22 @@ def create_table(ddb: Any, table: str, key: KeySchema, items: Iterable[tuple[str
         BillingMode="PAY_PER_REQUEST",
     )
     count = 0
-    batch: list[dict[str, Any]] = []
+    batch: dict[bytes, dict[str, Any]] = {}  # by key: a later line of a key replaces an earlier one
     for where, item in items:
         for n, t in key.attributes:
             if t not in (item.get(n) or {}):
                 raise FatalError(f"{where}: the item lacks its key attribute {n!r} of type {t}")
-        batch.append({"PutRequest": {"Item": _boto(item)}})
+        k = orjson.dumps([item[n] for n in key.names])
+        if k in batch:
+            _write_batch(ddb, table, list(batch.values()))
+            batch = {}
+        batch[k] = {"PutRequest": {"Item": _boto(item)}}
         count += 1
         if len(batch) == 25:
-            _write_batch(ddb, table, batch)
-            batch = []
+            _write_batch(ddb, table, list(batch.values()))
+            batch = {}
     if batch:
-        _write_batch(ddb, table, batch)
+        _write_batch(ddb, table, list(batch.values()))
     ddb.update_table(
         TableName=table, StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
     )
