@@ -26,28 +26,28 @@ def test_backfill_fills_every_sink_once_and_a_second_run_does_nothing(moto_url, 
     path = write_config(tmp_path / "w.toml", moto_url, osmem_url, tmp_path)
     cfg = config.load(path, env={})
     rng = random.Random(7)
-    create_source(cfg, [random_item(rng, f"o-{i:04d}") for i in range(120)])
+    create_source(cfg, [random_item(rng, f"o-{i:04d}") for i in range(60)])
     build_pipeline(cfg, provision=True).close()  # production targets exist before a backfill
 
     rc, out, err = backfill(capsys, "--config", str(path), "--dry-run", "--json")
     assert rc == 0, err
     dry = json.loads(out)
-    assert dry["items_estimate"] == 120 and dry["state"] == "none" and dry["rcu_estimate"] > 0
+    assert dry["items_estimate"] == 60 and dry["state"] == "none" and dry["rcu_estimate"] > 0
 
-    rc, out, err = backfill(capsys, "--config", str(path), "--segments", "3", "--page-items", "17", "--json")
+    rc, out, err = backfill(capsys, "--config", str(path), "--segments", "3", "--page-items", "9", "--json")
     assert rc == 0, err
     summary = json.loads(out)
-    assert summary["complete"] and summary["scanned"] == 120 and summary["snapshot_records"] == 120
+    assert summary["complete"] and summary["scanned"] == 60 and summary["snapshot_records"] == 60
     assert summary["changed_during_scan"] == 0 and summary["consumed_rcu"] > 0 and summary["deadletters"] == 0
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     progress = [line for line in lines if line.get("event") == "backfill progress"]
-    assert progress and progress[-1]["phase"] == "done" and progress[-1]["scanned"] == 120
+    assert progress and progress[-1]["phase"] == "done" and progress[-1]["scanned"] == 60
     assert_sinks_equal_table(cfg)
 
     rc, out, err = backfill(capsys, "--config", str(path), "--json")
     assert rc == 0, err
     again = json.loads(out)
-    assert again["already_done"] and again["scanned"] == 120
+    assert again["already_done"] and again["scanned"] == 60
     assert_sinks_equal_table(cfg)
 
 

@@ -29,7 +29,7 @@ from worker.app import build_pipeline
 from worker.aws import client
 from worker.sources.backfill import Backfill, ScanOptions
 
-SCHEDULES = 4
+SCHEDULES = 3
 
 
 def driver(cfg: config.Config, state: Path, rng: random.Random, *, resume: bool) -> Backfill:
@@ -42,7 +42,7 @@ def driver(cfg: config.Config, state: Path, rng: random.Random, *, resume: bool)
 def run_schedule(seed: int, moto: str, osmem: str, tmp: Path) -> Counter[str]:
     rng = random.Random(seed)
     cfg = config.load(write_config(tmp / f"s{seed}.toml", moto, osmem, tmp, index=f"orders-{seed}"), env={})
-    keys = [f"o-{i:05d}" for i in range(rng.randint(15, 40))]
+    keys = [f"o-{i:05d}" for i in range(rng.randint(12, 30))]
     ddb = create_source(cfg, [random_item(rng, k) for k in keys])
     writer = Writer(ddb, cfg.worker.table, rng, keys)
     live = LiveConsumer(cfg)

@@ -44,12 +44,17 @@ def run(args: argparse.Namespace) -> int:
     for f in fixtures:
         if not Path(f).is_file():
             raise ConfigError("--fixtures", f"not a file: {f}")
+    items = None
+    if args.table_items:  # read (and checked) before any emulator starts
+        from worker.sources.table_items import read_items
+
+        items = list(read_items(args.table_items))
     with contextlib.ExitStack() as stack:
-        cfg = _with_emulators(cfg, stack, source_table=bool(args.table_items))
-        if args.table_items:
+        cfg = _with_emulators(cfg, stack, source_table=items is not None)
+        if items is not None:
             from worker.commands.local_items import execute_with_items
 
-            report = execute_with_items(cfg, fixtures, args.table_items, args.table_key, stack)
+            report = execute_with_items(cfg, fixtures, items, args.table_key, stack)
         else:
             report = execute(cfg, fixtures)
     if args.json:

@@ -46,8 +46,13 @@ def race(backfill: Any, writes: Sequence[Callable[[], None]], *, rounds: int | N
 
 
 def execute_with_items(
-    cfg: Any, fixtures: list[str], items_path: str, key_text: str | None, stack: contextlib.ExitStack
+    cfg: Any,
+    fixtures: list[str],
+    items: list[tuple[str, dict[str, Any]]],
+    key_text: str | None,
+    stack: contextlib.ExitStack,
 ) -> dict[str, Any]:
+    """Steps 1-4 of the module docstring; ``items`` as :func:`~worker.sources.table_items.read_items` gives them."""
     import structlog
 
     from worker.app import build_pipeline
@@ -73,7 +78,7 @@ def execute_with_items(
     if key is None:
         raise ConfigError("--table-key", "cannot infer the table's key from the fixtures: pass --table-key NAME[:S]")
     ddb, streams = client(cfg, "dynamodb"), client(cfg, "dynamodbstreams")
-    loaded = table_items.create_table(ddb, table, key, table_items.read_items(items_path))
+    loaded = table_items.create_table(ddb, table, key, items)
     state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="worker-backfill-")))
     backfill = Backfill(ddb, streams, table, state, ScanOptions(segments=2, page_items=25, settle_seconds=0))
     backfill.start()
