@@ -53,12 +53,12 @@ def run_schedule(seed: int, moto: str, osmem: str, tmp: Path) -> Counter[str]:
     segments = list(range(3))
     while segments:
         roll = rng.random()
-        if roll < 0.4:
+        if roll < 0.25:
             seg = rng.choice(segments)
             if not b.scan_page(seg):
                 segments.remove(seg)
             seen["page"] += 1
-        elif roll < 0.8:
+        elif roll < 0.85:
             writer.write()
             seen["write"] += 1
         elif roll < 0.95:
@@ -71,7 +71,7 @@ def run_schedule(seed: int, moto: str, osmem: str, tmp: Path) -> Counter[str]:
         writer.write()
     b.close_index()
     # Apply: maybe crash after part of the snapshot was flushed, then resume.
-    if rng.random() < 0.6:
+    if seed % 2 or rng.random() < 0.5:  # at least every other schedule
         pipeline = build_pipeline(cfg, provision=True)
         part = rng.randint(1, 10)
         for n, record in enumerate(b.records(), start=1):
