@@ -28,14 +28,15 @@ from typing import Any
 from bench.workload import batches, canonical_records
 from worker.attributes import encode_value
 from worker.aws import client
+from worker.canonical import number_text
 from worker.config import AggregateSection, AwsSection, Config
+from worker.decode import decode_mapping
 from worker.diff import Change, ChangeKind, diff
 from worker.emulators import FAKE_CREDENTIALS, start_moto
 from worker.errors import RecordError
-from worker.records import decode_mapping
 from worker.sinks.aggregates import AggregatesSink
-from worker.sinks.aggregates_spec import Aggregate, compile_aggregate, deltas, number_text
-from worker.sinks.aggregates_store import COUNT, GROUP, PK, SK, ensure_table
+from worker.sinks.aggregates.spec import Aggregate, compile_aggregate, deltas
+from worker.sinks.aggregates.store import COUNT, GROUP, PK, SK, ensure_table
 
 SHARD = "shardId-00000001700000000000-bench0001"
 TABLE = "BenchStats"

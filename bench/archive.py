@@ -40,14 +40,13 @@ import orjson
 
 from bench.aggregates import CountingClient
 from bench.workload import Workload, batches, generate
-from worker import config
+from worker import archive, config
 from worker.emulators import FAKE_CREDENTIALS, start_moto
 from worker.errors import RecordError
 from worker.pipeline import Pipeline
 from worker.records import RawRecord, json_default
 from worker.sinks import archive as sink_mod
-from worker.sinks.memory import MemoryDeadLetters
-from worker.sources import archive
+from worker.testing import MemoryDeadLetters
 
 UTC = dt.UTC
 
@@ -182,8 +181,9 @@ def replay_run(
     stack: str, cfg: config.Config, s3: Any, prefix: str, *, dry: bool, prefetch: int, repeats: int
 ) -> ReplayRow:
     from worker.commands import replay
+    from worker.sources.replay import Options
 
-    opts = replay.Options(
+    opts = Options(
         bucket="bench",
         prefix=prefix,
         since=dt.datetime(2000, 1, 1, tzinfo=UTC),

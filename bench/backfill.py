@@ -36,8 +36,8 @@ import orjson
 from bench.archive import CountingSink
 from worker.emulators import FAKE_CREDENTIALS, start_moto
 from worker.pipeline import Pipeline
-from worker.sinks.memory import MemoryDeadLetters
 from worker.sources.backfill import Backfill, ScanOptions
+from worker.testing import MemoryDeadLetters
 
 TABLE = "BenchOrders"
 

@@ -32,7 +32,7 @@ from bench.workload import batches, generate
 
 IMPORTS = (
     "import worker.cli, worker.sources.kcl, worker.app, worker.sinks.aggregates, worker.sinks.search,"
-    " worker.sinks.archive, worker.sinks.deadletter, amazon_kclpy.kcl, boto3, opensearchpy"
+    " worker.sinks.archive, worker.deadletters, amazon_kclpy.kcl, boto3, opensearchpy"
 )
 
 

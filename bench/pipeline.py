@@ -39,10 +39,11 @@ from typing import Any
 import orjson
 
 from bench.workload import Workload, generate
+from worker.decode import decode
 from worker.diff import Change, diff
 from worker.pipeline import Pipeline
-from worker.records import RawRecord, decode
-from worker.sinks.memory import MemoryDeadLetters, MemorySink
+from worker.records import RawRecord
+from worker.testing import MemoryDeadLetters, MemorySink
 
 TARGET_VS_A = 35.0
 TARGET_VS_C = 2.0

@@ -32,14 +32,15 @@ from urllib.parse import quote
 
 from bench.workload import Workload, batches, generate
 from worker.config import SearchSection
+from worker.decode import decode
 from worker.diff import ChangeKind, diff
 from worker.emulators import start_osmem
 from worker.pipeline import Pipeline
-from worker.records import RawRecord, decode
-from worker.sinks.memory import MemoryDeadLetters
+from worker.records import RawRecord
 from worker.sinks.search import SearchSink
-from worker.sinks.search_client import SearchClient, make_session
-from worker.sinks.search_docs import Projection, doc_id
+from worker.sinks.search.client import SearchClient, make_session
+from worker.sinks.search.docs import Projection, doc_id
+from worker.testing import MemoryDeadLetters
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Every source (KCL child, fixture files, archive replay, dev poller) gets its
 pipeline from :func:`build_pipeline`, so production, replays and local runs
-share one code path. Sinks are built by their module's ``create(cfg, provision=...)``;
+share one code path. Sinks are built through the registry (:mod:`worker.sinks.registry`), each by its
+module's ``create(cfg, provision=...)``;
 ``provision=True`` (local runs, tests) creates missing tables, buckets and
 indexes on the target; production expects them to exist (except the search
 index, which is always created from its template when missing).
@@ -14,57 +15,27 @@ from collections.abc import Collection
 from typing import Any
 
 from worker.config import Config
-from worker.errors import ConfigError
 from worker.pipeline import Pipeline
 from worker.retry import RetryPolicy
-from worker.sinks import DeadLetters, Sink
-
-SINK_NAMES = ("aggregates", "search", "archive")
+from worker.sinks import DeadLetters, Sink, registry
 
 
 def configured_sinks(cfg: Config) -> list[str]:
-    names = []
-    if cfg.aggregates:
-        names.append("aggregates")
-    if cfg.search is not None:
-        names.append("search")
-    if cfg.archive is not None:
-        names.append("archive")
-    return names
+    """The names of the configured sinks, in registry order (:mod:`worker.sinks.registry`)."""
+    return registry.configured(cfg)
 
 
 def build_sinks(cfg: Config, *, only: Collection[str] | None = None, provision: bool = False) -> list[Sink]:
-    """The configured sinks (optionally only those named), in a fixed order."""
-    available = configured_sinks(cfg)
-    if only is not None:
-        for name in only:
-            if name not in available:
-                known = ", ".join(available) or "none"
-                raise ConfigError("--sinks", f"{name!r} is not configured (configured: {known})")
-    wanted = [n for n in available if only is None or n in only]
-    sinks: list[Sink] = []
-    for name in wanted:
-        if name == "aggregates":
-            from worker.sinks import aggregates
-
-            sinks.append(aggregates.create(cfg, provision=provision))
-        elif name == "search":
-            from worker.sinks import search
-
-            sinks.append(search.create(cfg, provision=provision))
-        elif name == "archive":
-            from worker.sinks import archive
-
-            sinks.append(archive.create(cfg, provision=provision))
-    return sinks
+    """The configured sinks (optionally only those named), in registry order."""
+    return registry.build(cfg, only=only, provision=provision)
 
 
 def build_deadletters(cfg: Config, *, provision: bool = False) -> DeadLetters:
-    from worker.sinks.deadletter import LocalDeadLetters, S3DeadLetters, split_s3_url
+    from worker.deadletters import LocalDeadLetters, S3DeadLetters
 
     url = cfg.deadletter.url
     if url.startswith("s3://"):
-        from worker.aws import client
+        from worker.aws import client, ensure_bucket, split_s3_url
 
         bucket, prefix = split_s3_url(url)
         s3 = client(cfg, "s3")
@@ -93,11 +64,3 @@ def build_pipeline(
         max_batch_records=p.max_batch_records,
         log=log,
     )
-
-
-def ensure_bucket(s3: Any, bucket: str) -> None:
-    """Create ``bucket`` if missing (local runs and tests only)."""
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except Exception:
-        s3.create_bucket(Bucket=bucket)

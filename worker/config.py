@@ -98,7 +98,7 @@ class AggregateSection:
         if not self.name:
             raise ConfigError(f"{prefix}.name", "must not be empty")
         # Paths, metrics, the where filter and reserved names: one definition, shared with the sink.
-        from worker.sinks.aggregates_spec import compile_aggregate
+        from worker.sinks.aggregates.spec import compile_aggregate
 
         compile_aggregate(self, prefix)
 

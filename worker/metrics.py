@@ -42,7 +42,9 @@ from typing import Any
 
 import orjson
 
-RETENTION_SECONDS = 24 * 3600  # DynamoDB Streams keeps records for 24 hours
+from worker.canonical import STREAM_RETENTION_SECONDS
+from worker.files import write_atomic
+
 ENV_DIR = "WORKER_METRICS_DIR"
 SUFFIX = ".json"
 COUNTERS = ("records", "batches", "retries", "deadletters", "flushes", "checkpoints", "checkpoint_retries")
@@ -127,11 +129,8 @@ class ShardMetricsFile:
         self.data["updated"] = self.clock()
         if self.directory is None:
             return
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(orjson.dumps(self.data))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, orjson.dumps(self.data), durable=False)  # a snapshot: no fsync
         except OSError:
             pass
 
@@ -237,7 +236,7 @@ def _view(snap: dict[str, Any], now: float) -> ShardView:
     oldest = snap.get("batch_oldest_created")
     age = snap.get("iterator_age")
     unprocessed_age = max(0.0, now - oldest) if started is not None and oldest is not None else age
-    hours = None if unprocessed_age is None else (RETENTION_SECONDS - unprocessed_age) / 3600
+    hours = None if unprocessed_age is None else (STREAM_RETENTION_SECONDS - unprocessed_age) / 3600
     return ShardView(
         shard=str(snap["shard"]),
         pid=int(snap.get("pid", 0)),

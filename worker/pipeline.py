@@ -26,11 +26,14 @@ from typing import Any
 
 import structlog
 
+from worker.decode import decode
 from worker.diff import Change, diff
 from worker.errors import Action, FatalError, RecordError, action_of
-from worker.records import RawRecord, StreamRecord, decode
+from worker.records import RawRecord, StreamRecord
 from worker.retry import RetryPolicy
 from worker.sinks import DeadLetters, Sink
+
+__all__ = ["Pipeline", "Position", "Stats", "StopProcessing"]
 
 
 class StopProcessing(FatalError):
@@ -115,12 +118,17 @@ class Pipeline:
             record = decode(raw)
         except RecordError as exc:
             self.park(exc.located(raw.where, _payload(raw)))
-            self._advance(raw.shard_id or raw.where, None, raw.where)
+            self._advance(raw.shard_id or raw.where, raw.sequence, raw.where)
             return None
-        return self.add_record(record)
+        return self.add_record(record, position=raw.sequence)
 
-    def add_record(self, record: StreamRecord) -> Change | None:
-        """Add an already decoded record (sources that decode themselves, e.g. replays)."""
+    def add_record(self, record: StreamRecord, *, position: str | None = None) -> Change | None:
+        """Add an already decoded record (sources that decode themselves, e.g. replays).
+
+        ``position`` is the source's position of the record (default: its
+        sequence number); :meth:`flush` reports it once the record is durable.
+        """
+        seq = position or record.sequence_number
         stats = self.stats
         # _value_ is the plain attribute behind Enum.value (a Python-level property): per record
         stats.kinds[record.event_name._value_] += 1
@@ -128,7 +136,7 @@ class Pipeline:
             change = diff(record)
         except RecordError as exc:
             self.park(exc.located(record.location, record.original()))
-            self._advance(record.shard_id or record.where, record.sequence_number, record.where)
+            self._advance(record.shard_id or record.where, seq, record.where)
             return None
         stats.changes["noop" if change.noop else change.kind._value_] += 1
         for sink in self.sinks:
@@ -143,7 +151,7 @@ class Pipeline:
                     self.park(RecordError(str(exc), where=record.location, payload=record.original(), sink=sink.name))
                     continue
                 raise StopProcessing(f"{sink.name}: add failed at {record.location}: {exc}") from exc
-        self._advance(record.shard_id or record.where, record.sequence_number, record.where)
+        self._advance(record.shard_id or record.where, seq, record.where)
         return change
 
     # -- flushing ------------------------------------------------------------------

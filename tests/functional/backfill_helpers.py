@@ -17,8 +17,8 @@ from worker.aws import client
 from worker.pipeline import Pipeline
 from worker.records import RawRecord
 from worker.sinks import aggregates, search
-from worker.sinks.aggregates_spec import recompute
-from worker.sinks.search_docs import Projection, doc_id
+from worker.sinks.aggregates.spec import recompute
+from worker.sinks.search.docs import Projection, doc_id
 
 STATUSES = ("new", "paid", "shipped")
 CITIES = ("Paris", "Lyon", "Nice")

@@ -42,10 +42,10 @@ from worker.pipeline import Pipeline
 from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build
-from worker.sinks.aggregates import AggregatesSink, report_rows
-from worker.sinks.aggregates_spec import compile_aggregate, recompute
-from worker.sinks.aggregates_store import COUNT, ensure_table, query_rows
-from worker.sinks.memory import MemoryDeadLetters
+from worker.sinks.aggregates.sink import AggregatesSink, report_rows
+from worker.sinks.aggregates.spec import compile_aggregate, recompute
+from worker.sinks.aggregates.store import COUNT, ensure_table, query_rows
+from worker.testing import MemoryDeadLetters
 
 SCHEDULES = int(os.environ.get("AGGREGATES_SCHEDULES", "304"))  # ~1.5 min on an idle 2-core machine
 CHUNKS = 8

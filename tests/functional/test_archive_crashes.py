@@ -15,13 +15,13 @@ import random
 import pytest
 
 from tests.functional.archive_helpers import CHILD, OTHER, PARENT, T0, FlakyS3, make_cfg, s3_client, seq_of, stream
+from worker import archive
+from worker.decode import decode
 from worker.pipeline import Pipeline
-from worker.records import decode
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import canonical
 from worker.sinks import archive as sink_mod
-from worker.sinks.memory import MemoryDeadLetters
-from worker.sources import archive
+from worker.testing import MemoryDeadLetters
 
 
 class Crash(BaseException):
@@ -73,7 +73,7 @@ def run_schedule(url: str, seed: int) -> dict[str, int]:
                 raise Crash
 
         cfg = make_cfg(url, max_records=rng.choice([4, 13, 50, 10_000]))
-        sink = sink_mod.create(cfg, s3=FlakyS3(real, hook, after))
+        sink = sink_mod.build(cfg, s3=FlakyS3(real, hook, after))
         p = Pipeline([sink], MemoryDeadLetters(), retry=RetryPolicy(attempts=3, sleep=no_sleep))
         try:
             # The child only after its parent is done (the KCL's rule); the others interleave.
@@ -96,7 +96,7 @@ def run_schedule(url: str, seed: int) -> dict[str, int]:
             check_durable(url, data, checkpoint)
             if rng.random() < 0.3:
                 shard = rng.choice(list(data))
-                zsink = sink_mod.create(cfg, s3=real)
+                zsink = sink_mod.build(cfg, s3=real)
                 zombie = (Pipeline([zsink], MemoryDeadLetters()), shard, checkpoint[shard])
 
     _, got, errors = archive.read_all(real, "archive", "changes/")

@@ -8,14 +8,15 @@ import orjson
 import pytest
 
 from tests.functional.archive_helpers import PARENT, T0, FlakyS3, make_cfg, s3_client, seq_of, stream
+from worker import archive
+from worker.decode import decode
 from worker.errors import FatalError, RetryableError
 from worker.pipeline import Pipeline, StopProcessing
-from worker.records import RawRecord, decode
+from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build, canonical, render
 from worker.sinks import archive as sink_mod
-from worker.sinks.memory import MemoryDeadLetters
-from worker.sources import archive
+from worker.testing import MemoryDeadLetters
 
 BUCKET = "archive"
 
@@ -30,7 +31,7 @@ class Clock:
 
 def make_sink(url, s3=None, clock=None, **archive_cfg):
     cfg = make_cfg(url, **archive_cfg)
-    return sink_mod.create(cfg, provision=True, s3=s3, clock=clock)
+    return sink_mod.build(cfg, provision=True, s3=s3, clock=clock)
 
 
 def pipeline(sink, attempts=4):

@@ -21,11 +21,11 @@ from tests.functional.backfill_helpers import (
     write_config,
 )
 from worker import cli, config
+from worker.archive import list_all, parse_line, read_object
 from worker.attributes import decode_item
 from worker.aws import client
 from worker.sinks.aggregates import create as create_aggregates
-from worker.sinks.aggregates_spec import recompute
-from worker.sources.archive import list_all, parse_line, read_object
+from worker.sinks.aggregates.spec import recompute
 from worker.sources.backfill import Backfill, ScanOptions
 
 pytestmark = pytest.mark.usefixtures("restore_logging")

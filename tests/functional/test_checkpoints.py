@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 import pytest
 
-from worker import checkpoints
+from worker import leases
 from worker.errors import ConfigError, FatalError
 
 APP = "orders-worker"
@@ -200,17 +200,17 @@ def test_show_lists_shard_owner_checkpoint_and_lag(cfg_path: Path, stream: dict[
 
 def test_lag_is_zero_when_caught_up_and_measured_from_the_trim_horizon(stream: dict[str, Any], moto_url: str) -> None:
     streams = boto3.client("dynamodbstreams", endpoint_url=moto_url, region_name="us-east-1")
-    (_, current) = checkpoints.read_leases(stream["ddb"], APP)
+    (_, current) = leases.read_leases(stream["ddb"], APP)
     now = dt.datetime.now(dt.UTC)
-    caught_up = checkpoints.Lease(**{**current.__dict__, "checkpoint": stream["sequences"][-1]})
-    assert checkpoints.lag(streams, stream["arn"], caught_up, now) == checkpoints.Lag(0.0)
-    horizon = checkpoints.Lease(**{**current.__dict__, "checkpoint": "TRIM_HORIZON"})
+    caught_up = leases.Lease(**{**current.__dict__, "checkpoint": stream["sequences"][-1]})
+    assert leases.lag(streams, stream["arn"], caught_up, now) == leases.Lag(0.0)
+    horizon = leases.Lease(**{**current.__dict__, "checkpoint": "TRIM_HORIZON"})
     first = stream["records"][0]["dynamodb"]["ApproximateCreationDateTime"]
-    assert checkpoints.lag(streams, stream["arn"], horizon, now).seconds == pytest.approx(
+    assert leases.lag(streams, stream["arn"], horizon, now).seconds == pytest.approx(
         (now - first).total_seconds(), abs=1
     )
-    latest = checkpoints.Lease(**{**current.__dict__, "checkpoint": "LATEST"})
-    assert checkpoints.lag(streams, stream["arn"], latest, now) == checkpoints.Lag(None, "at LATEST")
+    latest = leases.Lease(**{**current.__dict__, "checkpoint": "LATEST"})
+    assert leases.lag(streams, stream["arn"], latest, now) == leases.Lag(None, "at LATEST")
 
 
 def test_show_without_a_lease_table_says_so(cfg_path: Path, moto_url: str) -> None:
@@ -283,10 +283,10 @@ def test_reset_to_a_sequence_number_needs_exactly_one_shard(cfg_path: Path, stre
 
 def test_a_lease_changed_between_check_and_write_is_not_overwritten(stream: dict[str, Any]) -> None:
     ddb = stream["ddb"]
-    (_, current) = checkpoints.read_leases(ddb, APP)
-    stale = checkpoints.Lease(**{**current.__dict__, "counter": current.counter - 1})
+    (_, current) = leases.read_leases(ddb, APP)
+    stale = leases.Lease(**{**current.__dict__, "counter": current.counter - 1})
     with pytest.raises(FatalError, match="changed while resetting"):
-        checkpoints.rewrite(ddb, APP, stale, "TRIM_HORIZON")
+        leases.rewrite(ddb, APP, stale, "TRIM_HORIZON")
     assert lease(ddb, stream["shard"])["checkpoint"]["S"] == stream["sequences"][1]
     with pytest.raises(ConfigError):
-        checkpoints.reset(ddb, APP, "latest", shards=["shardId-nope"])
+        leases.reset(ddb, APP, "latest", shards=["shardId-nope"])

@@ -27,9 +27,9 @@ import pytest
 
 from worker import config, shapes
 from worker.app import build_sinks
+from worker.archive import read_all
 from worker.emulators import free_port
 from worker.sinks.aggregates import create as create_aggregates
-from worker.sources.archive import read_all
 
 SHARD = "shardId-00000001763791200000-4f1c2a9b"
 SEQ0 = 4200000000012345678000

@@ -15,9 +15,10 @@ import orjson
 
 from worker import config
 from worker.attributes import decode_item
-from worker.records import EventName, decode
-from worker.sinks.aggregates_spec import recompute
-from worker.sinks.search_docs import Projection, doc_id
+from worker.decode import decode
+from worker.records import EventName
+from worker.sinks.aggregates.spec import recompute
+from worker.sinks.search.docs import Projection, doc_id
 from worker.sources import fixtures
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,15 +24,15 @@ from tests.functional.archive_helpers import (  # noqa: F401 (a fixture)
     seq_of,
     stream,
 )
-from worker import cli
+from worker import archive, cli
 from worker.commands import replay
+from worker.decode import decode
 from worker.pipeline import Pipeline
-from worker.records import decode
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import canonical
 from worker.sinks import archive as sink_mod
-from worker.sinks.memory import MemoryDeadLetters, MemorySink
-from worker.sources import archive
+from worker.sources.replay import Options
+from worker.testing import MemoryDeadLetters, MemorySink
 
 UTC = dt.UTC
 
@@ -47,11 +47,11 @@ def live(url, data, *, redeliver=True, max_records=25):
     s3.create_bucket(Bucket="archive")
     for shard in (PARENT, OTHER, CHILD):
         recs = data.get(shard, [])
-        p = Pipeline([sink_mod.create(cfg, s3=s3)], MemoryDeadLetters())
+        p = Pipeline([sink_mod.build(cfg, s3=s3)], MemoryDeadLetters())
         for i in range(0, len(recs), 20):
             p.process(recs[i : i + 20])
         if redeliver and recs:  # a crash before the last checkpoints: redelivered with other boundaries
-            p = Pipeline([sink_mod.create(cfg, s3=s3)], MemoryDeadLetters())
+            p = Pipeline([sink_mod.build(cfg, s3=s3)], MemoryDeadLetters())
             back = recs[len(recs) // 3 :]
             for i in range(0, len(back), 7):
                 p.process(back[i : i + 7])
@@ -69,7 +69,7 @@ def opts(**kw):
         "prefetch": 3,
     }
     base.update(kw)
-    return replay.Options(**base)
+    return Options(**base)
 
 
 def memory_pipeline():

@@ -27,16 +27,17 @@ from decimal import Decimal
 from typing import Any
 
 from worker.config import SearchSection
+from worker.decode import decode
 from worker.diff import diff
 from worker.errors import RetryableError
 from worker.pipeline import Pipeline, StopProcessing
-from worker.records import RawRecord, decode
+from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build
-from worker.sinks.memory import MemoryDeadLetters
 from worker.sinks.search import SearchSink
-from worker.sinks.search_client import SearchClient, make_session
-from worker.sinks.search_docs import doc_id
+from worker.sinks.search.client import SearchClient, make_session
+from worker.sinks.search.docs import doc_id
+from worker.testing import MemoryDeadLetters
 
 PKS = ("a", "b|c", "back\\slash", "é-ü", "L" * 700)  # escaping, UTF-8, hashing (> 512 bytes)
 SKS = (Decimal(1), Decimal("2.0"))
@@ -205,7 +206,7 @@ def make_stream(rng: random.Random, n_ops: int) -> Stream:
     return Stream(records, final, expired)
 
 
-# -- reference documents (written independently of worker.sinks.search_docs) ---------------------
+# -- reference documents (written independently of worker.sinks.search.docs) ---------------------
 
 
 def reference(value: Any, decimals: str) -> Any:

@@ -19,10 +19,10 @@ from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build
 from worker.sinks import search
-from worker.sinks.memory import MemoryDeadLetters
 from worker.sinks.search import SearchSink
-from worker.sinks.search_client import RequestTooLarge, SearchClient, make_session
-from worker.sinks.search_docs import doc_id, seq_text
+from worker.sinks.search.client import RequestTooLarge, SearchClient, make_session
+from worker.sinks.search.docs import doc_id, seq_text
+from worker.testing import MemoryDeadLetters
 
 S0 = 10**21  # a 22-digit sequence number
 
@@ -158,16 +158,16 @@ def test_transient_failures_keep_the_buffer_and_resend_only_what_failed(osmem_ur
     h.client.rng.seed(3)
     with pytest.raises(RetryableError):
         h.sink.flush()
-    kept = set(h.sink._pending)
+    kept = set(h.sink.pending)
     assert 0 < len(kept) < 6  # some were written, the others are still buffered
     unwritten = {d for d in kept if not h.raw(d)["found"]}  # refused with 429; the 503s were applied
     assert unwritten
     h.client.faults.extend(["retry"])
     with pytest.raises(RetryableError):
         h.sink.flush()
-    assert set(h.sink._pending) == unwritten  # the re-read found the applied ones done
+    assert set(h.sink.pending) == unwritten  # the re-read found the applied ones done
     assert h.sink.flush() == []
-    assert not h.sink._pending
+    assert not h.sink.pending
     assert sorted(h.docs()) == [f"k{i}" for i in range(6)]
 
 
@@ -308,8 +308,8 @@ def test_a_failing_cluster_at_start_does_not_fail_construction():
 
 
 def _change(record: dict) -> Any:
+    from worker.decode import decode
     from worker.diff import diff
-    from worker.records import decode
 
     return diff(decode(RawRecord(record, "mem:1")))
 
@@ -323,3 +323,18 @@ def test_the_composition_root_builds_the_sink_and_it_reports(osmem_url):
     assert isinstance(sink, Reporting)
     assert requests.head(f"{osmem_url}/orders", timeout=10).status_code == 200
     sink.close()
+
+
+def test_38_digit_keys_differing_in_the_last_digit_are_two_documents(osmem_url):
+    h = Harness(osmem_url, decimals="string")  # 38 digits are beyond an index's long: numbers as strings
+    one, two = Decimal("12345678901234567890123456789012345671"), Decimal("12345678901234567890123456789012345672")
+    h.process(
+        build("INSERT", {"pk": one}, new={"pk": one, "v": "one"}, sequence=S0 + 1),
+        build("INSERT", {"pk": two}, new={"pk": two, "v": "two"}, sequence=S0 + 2),
+    )
+    docs = h.docs()
+    # The ids written out by hand: each key's own 38 digits (no rounding to 28 digits).
+    assert sorted(docs) == ["12345678901234567890123456789012345671", "12345678901234567890123456789012345672"]
+    assert docs["12345678901234567890123456789012345671"]["v"] == "one"
+    assert docs["12345678901234567890123456789012345672"]["v"] == "two"
+    assert not h.deadletters.parked

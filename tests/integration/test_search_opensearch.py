@@ -17,7 +17,7 @@ import pytest
 
 from tests.functional.test_search_scenario import run_schedule
 from worker.config import SearchSection
-from worker.sinks.search_client import SearchClient, make_session
+from worker.sinks.search.client import SearchClient, make_session
 
 URL = os.environ["OPENSEARCH_URL"]  # tests/conftest.py only collects this tier when it is set
 

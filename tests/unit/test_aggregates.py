@@ -7,23 +7,20 @@ from typing import Any
 
 import pytest
 
+from worker.canonical import fits_dynamodb, number_text
 from worker.config import AggregateSection, load
+from worker.decode import decode_mapping
 from worker.diff import diff
 from worker.errors import ConfigError, RecordError
-from worker.records import decode_mapping
 from worker.shapes import build
-from worker.sinks.aggregates import LOCAL_SHARD, AggregatesSink
-from worker.sinks.aggregates_spec import (
+from worker.sinks.aggregates.sink import LOCAL_SHARD, AggregatesSink
+from worker.sinks.aggregates.spec import (
     Aggregate,
     compile_aggregate,
     deltas,
-    fits_dynamodb,
-    group_key,
-    number_text,
-    parse_path,
     recompute,
-    same_value,
 )
+from worker.sinks.aggregates.values import group_key, parse_path, same_value
 
 
 def agg(**kw: Any) -> Aggregate:
@@ -273,18 +270,18 @@ def test_add_does_no_io_and_parks_non_numeric_after_buffering() -> None:
         sink.add(change("MODIFY", 102, old=order(), new=order(total="n/a")))
     assert info.value.field == "dynamodb.NewImage.total"
     assert info.value.sink == "aggregates"
-    (row,) = sink._rows.values()
+    (row,) = sink.pending
     assert row.entries == {(LOCAL_SHARD, 101): (D(1), D("10.50")), (LOCAL_SHARD, 102): (D(0), D("-10.50"))}
 
 
 def test_add_decides_from_the_kind_and_ignores_noops_and_duplicates() -> None:
     sink = AggregatesSink(None, [agg()])
     sink.add(change("MODIFY", 101, old=order(), new=order()))  # no-op
-    assert not sink._rows
+    assert not sink.pending
     # An INSERT with an (unexpected) old image only adds the new one.
     sink.add(change("INSERT", 102, old=order("paid"), new=order()))
     sink.add(change("INSERT", 102, old=order("paid"), new=order()))  # the same record again
-    (row,) = sink._rows.values()
+    (row,) = sink.pending
     assert list(row.entries.values()) == [(D(1), D("10.50"))]
     ttl = change("REMOVE", 103, old=order(), ttl=True)
     sink.add(ttl)

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
+from worker.aws import classify_dynamodb
+from worker.canonical import seq_text
 from worker.errors import Action, FatalError, RetryableError
-from worker.sinks.aggregates_store import RowState, RowWrite, classify, hwm_entry, padded, parse_entry, state_of
+from worker.sinks.aggregates.store import RowState, RowWrite, hwm_entry, parse_entry, state_of
 
 SEQS = [10**20 + 1, 10**20 + 9, 10**21, 49999999999999999999999999999999999999, 10**40 - 1]
 
@@ -17,9 +19,9 @@ SEQS = [10**20 + 1, 10**20 + 9, 10**21, 49999999999999999999999999999999999999, 
 def test_marks_order_like_sequences_beyond_64_bits() -> None:
     for i, a in enumerate(SEQS):
         for b in SEQS[i + 1 :]:
-            assert hwm_entry(a, 1) < padded(b)  # applied below first: the write may go
-            assert not hwm_entry(b, 1) < padded(a)  # applied beyond: refused
-        assert not hwm_entry(a, 1) < padded(a)  # first already applied: refused
+            assert hwm_entry(a, 1) < seq_text(b)  # applied below first: the write may go
+            assert not hwm_entry(b, 1) < seq_text(a)  # applied beyond: refused
+        assert not hwm_entry(a, 1) < seq_text(a)  # first already applied: refused
         assert parse_entry(hwm_entry(a, 1763780400)) == (a, 1763780400.0)
 
 
@@ -60,7 +62,7 @@ def test_existing_row_write_is_conditional_per_shard_and_prunes() -> None:
         " AND (attribute_not_exists(#hwm.#x0) OR #hwm.#x0 = :x0)"  # pruned only if still as read
     )
     values = req["ExpressionAttributeValues"]
-    assert values[":f0"] == {"S": padded(5)} and values[":s0"] == {"S": hwm_entry(9, 1000)}
+    assert values[":f0"] == {"S": seq_text(5)} and values[":s0"] == {"S": hwm_entry(9, 1000)}
     assert values[":a1"] == {"N": "-2.5"} and ":a0" not in values  # a zero delta is not written
     assert req["UpdateExpression"].endswith("REMOVE #hwm.#x0")
     assert req["ExpressionAttributeNames"]["#x0"] == "old" and values[":x0"] == {"S": "x@1"}
@@ -85,7 +87,7 @@ def client_error(code: str, status: int = 400) -> ClientError:
     ],
 )
 def test_classify(exc: Exception, kind: type) -> None:
-    err = classify(exc, "UpdateItem")
+    err = classify_dynamodb(exc, "UpdateItem")
     assert type(err) is kind
     assert err.action is (Action.RETRY if kind is RetryableError else Action.STOP)  # type: ignore[attr-defined]
 

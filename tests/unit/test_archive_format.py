@@ -12,11 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker import shapes
+from worker import archive, shapes
+from worker.archive import ArchivedObject, Finished, Loaded, MergeStats, ObjectName, Opened
+from worker.aws import split_s3_url
+from worker.decode import decode
 from worker.errors import RecordError
-from worker.records import RawRecord, decode
-from worker.sources import archive
-from worker.sources.archive import ArchivedObject, Finished, Loaded, MergeStats, ObjectName, Opened
+from worker.records import RawRecord
 
 UTC = dt.UTC
 T0 = 1_763_780_400  # 2025-11-22T03:00:00Z
@@ -77,6 +78,14 @@ def test_keys_are_hive_partitioned_deterministic_and_sort_by_first_sequence():
     assert archive.parse_key(a, "changes/") == ObjectName("Orders", hour, PARENT, 49_000_000_000_000_000_000_010)
 
 
+def test_38_digit_first_sequences_differing_in_the_last_digit_name_two_objects():
+    hour = dt.datetime(2026, 11, 22, 5, tzinfo=UTC)
+    one = ObjectName("Orders", hour, PARENT, 12345678901234567890123456789012345671).key("")
+    two = ObjectName("Orders", hour, PARENT, 12345678901234567890123456789012345672).key("")
+    assert one.endswith(f"{PARENT}-0012345678901234567890123456789012345671.jsonl.gz")  # written out by hand
+    assert two.endswith(f"{PARENT}-0012345678901234567890123456789012345672.jsonl.gz")
+
+
 @pytest.mark.parametrize(
     "key",
     [
@@ -101,10 +110,10 @@ def test_shardless_records_get_one_stream_per_source_file():
 
 
 def test_split_url():
-    assert archive.split_url("s3://b/changes") == ("b", "changes/")
-    assert archive.split_url("s3://b") == ("b", "")
+    assert split_s3_url("s3://b/changes") == ("b", "changes/")
+    assert split_s3_url("s3://b") == ("b", "")
     with pytest.raises(ValueError):
-        archive.split_url("https://b/x")
+        split_s3_url("https://b/x")
 
 
 def test_shard_creation_time_is_read_from_dynamodb_shard_ids():

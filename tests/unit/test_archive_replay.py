@@ -10,6 +10,7 @@ import pytest
 
 from worker.commands import replay
 from worker.errors import ConfigError
+from worker.sources.replay import State, Summary
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -63,10 +64,10 @@ def test_the_bar_shows_records_bytes_and_eta_and_redraws_in_place():
 
 
 def test_summary_text_and_json():
-    s = replay.Summary("s3://b/p/", ["Orders"], "2026-11-21T00:00:00Z", "2026-11-22T00:00:00Z", ["search"], False, [])
+    s = Summary("s3://b/p/", ["Orders"], "2026-11-21T00:00:00Z", "2026-11-22T00:00:00Z", ["search"], False, [])
     s.records.update(read=12, duplicates=2, outside_range=1, replayed=9)
     s.parked, s.seconds, s.complete = 1, 3.0, True
-    text = s.render()
+    text = replay.render(s)
     assert "12 read, 2 duplicates removed, 1 outside the range, 0 already done, 9 replayed" in text
     assert "DAMAGED: 1" in text and "INCOMPLETE" not in text
     d = s.as_dict()
@@ -85,14 +86,14 @@ def test_progress_file_round_trip_and_identity(tmp_path):
 
     run = {"archive": "s3://b/p/", "since": "x"}
     path = tmp_path / "r" / "state.json"
-    state, resumed = replay.State.open(path, run, resume=True, log=Log())
+    state, resumed = State.open(path, run, resume=True, log=Log())
     assert not resumed  # nothing to resume yet
     state.streams["Orders/shardId-1"] = "123"
     state.objects["k"] = '"etag"'
     state.save()
-    again, resumed = replay.State.open(path, run, resume=True, log=Log())
+    again, resumed = State.open(path, run, resume=True, log=Log())
     assert resumed and again.streams == {"Orders/shardId-1": "123"} and again.objects == {"k": '"etag"'}
-    fresh, resumed = replay.State.open(path, run, resume=False, log=Log())
+    fresh, resumed = State.open(path, run, resume=False, log=Log())
     assert not resumed and fresh.streams == {}
     with pytest.raises(ConfigError, match="another run"):
-        replay.State.open(path, {**run, "since": "y"}, resume=True, log=Log())
+        State.open(path, {**run, "since": "y"}, resume=True, log=Log())

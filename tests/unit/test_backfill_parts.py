@@ -6,8 +6,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from worker.decode import decode
 from worker.errors import ConfigError, FatalError, RecordError
-from worker.records import RawRecord, decode
+from worker.records import RawRecord
 from worker.sources.backfill import ReadBudget
 from worker.sources.backfill_state import Progress, SegmentProgress, Workdir
 from worker.sources.snapshot import Snapshot, snapshot_record

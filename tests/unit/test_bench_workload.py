@@ -19,8 +19,9 @@ from bench.pipeline import changes_a, changes_b, changes_c, changes_worker, meas
 from bench.workload import canonical_records, generate
 from tests.strategies import items, names, values
 from worker import shapes
+from worker.decode import decode, decode_mapping
 from worker.diff import diff, diff_items
-from worker.records import RawRecord, decode, decode_mapping
+from worker.records import RawRecord
 
 SAMPLE = 300
 

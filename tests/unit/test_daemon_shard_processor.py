@@ -13,8 +13,8 @@ from worker.errors import RetryableError
 from worker.pipeline import Pipeline
 from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
-from worker.sinks.memory import MemoryDeadLetters, MemorySink
 from worker.sources.kcl import ShardProcessor
+from worker.testing import MemoryDeadLetters, MemorySink
 
 SHARD = "shardId-00000001763791200000-4f1c2a9b"
 
@@ -122,3 +122,40 @@ def test_lease_lost_drops_pending_work_and_closes() -> None:
     p.lease_lost(messages.LeaseLostInput({"action": "leaseLost"}))
     assert sink.pending == [] and sink.flushed == [] and sink.closed
     assert p.metrics.data["state"] == "closed"
+
+
+def test_the_checkpoint_is_the_position_the_pipeline_reports_durable() -> None:
+    class Reporting(Pipeline):
+        """A real pipeline whose flush reports an older position than the batch's last record."""
+
+        reported: str = ""
+
+        def flush(self) -> Any:
+            position = super().flush()
+            return type(position)({SHARD: self.reported})
+
+    recs = records(3)
+    pipeline = Reporting([MemorySink()], MemoryDeadLetters(), retry=RetryPolicy(attempts=2, sleep=no_sleep))
+    pipeline.reported = recs[1].sequence_number
+    p = ShardProcessor(pipeline, checkpoint_retry=RetryPolicy(attempts=3, sleep=no_sleep), die=die)
+    p.initialize(
+        messages.InitializeInput(
+            {"action": "initialize", "shardId": SHARD, "sequenceNumber": "TRIM_HORIZON", "subSequenceNumber": 0}
+        )
+    )
+    cp = FakeCheckpointer()
+    p.process_records(process_input(recs, cp))
+    assert cp.calls == [(recs[1].sequence_number, 0)]  # not records[-1]
+
+
+def test_a_last_record_that_does_not_decode_is_parked_and_checkpointed() -> None:
+    recs = records(2)
+    ml = shapes.render(
+        shapes.build("INSERT", {"id": "b"}, new={"id": "b"}, sequence=4200000000012345679000), "multilang"
+    )
+    bad = messages.Record({**ml, "action": "record", "data": "not base64!"})  # parked, durable in the dead letters
+    sink, cp = MemorySink(), FakeCheckpointer()
+    p = processor(sink)
+    p.process_records(process_input([recs[0], bad], cp))
+    assert len(sink.flushed) == 1
+    assert cp.calls == [(bad.sequence_number, 0)]

@@ -3,8 +3,8 @@ from decimal import Decimal
 import pytest
 
 from worker import shapes
+from worker.decode import decode_mapping
 from worker.diff import ChangeKind, diff, diff_items
-from worker.records import decode_mapping
 
 
 def change(event, old=None, new=None, ttl=False):

@@ -7,7 +7,7 @@ from worker.errors import FatalError, RetryableError
 from worker.pipeline import Pipeline, StopProcessing
 from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
-from worker.sinks.memory import MemoryDeadLetters, MemorySink
+from worker.testing import MemoryDeadLetters, MemorySink
 
 
 def batch(n, start=1, shard="shardId-1"):

@@ -7,8 +7,9 @@ from hypothesis import given, settings
 
 from tests.strategies import items
 from worker import shapes
+from worker.decode import decode, decode_mapping
 from worker.errors import RecordError
-from worker.records import EventName, RawRecord, ViewType, decode, decode_mapping
+from worker.records import EventName, RawRecord, ViewType
 
 T0 = 1_763_780_400  # 2025-11-22T03:00:00Z
 

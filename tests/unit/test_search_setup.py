@@ -11,9 +11,9 @@ from worker import config
 from worker.config import Config, SearchSection
 from worker.errors import ConfigError
 from worker.sinks import search
-from worker.sinks.search import index_setup, load_template
-from worker.sinks.search_client import make_session, split_url
-from worker.sinks.search_docs import live_filter, meta_mapping
+from worker.sinks.search.client import make_session, split_url
+from worker.sinks.search.docs import live_filter, meta_mapping
+from worker.sinks.search.sink import index_setup, load_template
 
 
 def _load(tmp_path, text):

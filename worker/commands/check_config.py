@@ -15,9 +15,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from worker import config
-    from worker.app import configured_sinks
+    from worker.sinks import registry
 
     cfg = config.load(args.file)
-    sinks = ", ".join(configured_sinks(cfg)) or "none"
+    sinks = ", ".join(registry.configured(cfg)) or "none"
     print(f"{args.file}: ok (sinks: {sinks}; dead letters: {cfg.deadletter.url})", file=sys.stdout)
     return 0

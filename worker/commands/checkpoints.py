@@ -1,4 +1,4 @@
-"""``worker checkpoints show|reset``: the KCL lease table's checkpoints (see :mod:`worker.checkpoints`).
+"""``worker checkpoints show|reset``: the KCL lease table's checkpoints (see :mod:`worker.leases`).
 
 worker checkpoints show [--json] [--no-lag]
 worker checkpoints reset --to trim-horizon|latest|SEQUENCE [--shard ID ...] [--force] [--wait SECONDS]
@@ -13,7 +13,7 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    from worker.checkpoints import DEFAULT_WAIT_SECONDS
+    from worker.leases import DEFAULT_WAIT_SECONDS
 
     p = sub.add_parser("checkpoints", help="list or reset the stream checkpoints in the KCL lease table")
     p.add_argument(
@@ -39,16 +39,16 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker import checkpoints, config, log
+    from worker import config, leases, log
     from worker.aws import client
 
     cfg = config.load(args.config)
     log.configure(cfg.worker.log_format, cfg.worker.log_level)
     ddb = client(cfg, "dynamodb")
-    table = checkpoints.lease_table(cfg)
+    table = leases.lease_table(cfg)
     if args.action == "show":
         return _show(cfg, ddb, table, as_json=args.json, with_lag=not args.no_lag)
-    results = checkpoints.reset(ddb, table, args.to, shards=args.shard, force=args.force, wait=args.wait)
+    results = leases.reset(ddb, table, args.to, shards=args.shard, force=args.force, wait=args.wait)
     for r in results:
         forced = "  (was held: forced)" if r.forced else ""
         print(f"{r.shard}: {r.before or '-'} -> {r.after}{forced}")
@@ -61,18 +61,18 @@ def _show(cfg: Any, ddb: Any, table: str, *, as_json: bool, with_lag: bool) -> i
 
     import orjson
 
-    from worker import checkpoints
+    from worker import leases
     from worker.aws import client
     from worker.runtime.properties import resolve_stream_arn
 
-    leases = checkpoints.read_leases(ddb, table)
-    lags: dict[str, checkpoints.Lag] = {}
-    if with_lag and leases:
+    held = leases.read_leases(ddb, table)
+    lags: dict[str, leases.Lag] = {}
+    if with_lag and held:
         arn = resolve_stream_arn(cfg)
         streams = client(cfg, "dynamodbstreams")
         now = dt.datetime.now(dt.UTC)
-        lags = {lease.shard: checkpoints.lag(streams, arn, lease, now) for lease in leases}
-    rows = checkpoints.rows(leases, lags)
+        lags = {lease.shard: leases.lag(streams, arn, lease, now) for lease in held}
+    rows = leases.rows(held, lags)
     if as_json:
         for row in rows:
             sys.stdout.buffer.write(orjson.dumps(row) + b"\n")

@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> None:
 def record(args: argparse.Namespace) -> int:
 
     from worker import config
-    from worker.aws import client
+    from worker.aws import client, stream_arn
     from worker.records import to_json
     from worker.sources import poller
 
@@ -59,7 +59,7 @@ def record(args: argparse.Namespace) -> int:
                 "dynamodb", endpoint_url=moto.url, region_name=cfg.worker.region
             )  # the demo writes through the high-level API, as applications do
             examples.run(resource, args.table)
-        arn = poller.stream_arn(client(cfg, "dynamodb"), args.table)
+        arn = stream_arn(client(cfg, "dynamodb"), args.table)
         streams = client(cfg, "dynamodbstreams")
         count = 0
         out = Path(args.out)
@@ -74,7 +74,7 @@ def record(args: argparse.Namespace) -> int:
 
 def convert(args: argparse.Namespace) -> int:
     from worker import shapes
-    from worker.records import decode
+    from worker.decode import decode
     from worker.sources import fixtures
 
     canon = [shapes.canonical(decode(raw)) for raw in fixtures.read([args.input])]

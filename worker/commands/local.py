@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         if items is not None:
             from worker.commands.local_items import execute_with_items
 
-            report = execute_with_items(cfg, fixtures, items, args.table_key, stack)
+            report = execute_with_items(cfg, fixtures, items, args.table_key, stack=stack, report_of=report_of)
         else:
             report = execute(cfg, fixtures)
     if args.json:
@@ -108,16 +108,17 @@ def report_of(pipeline: Pipeline, stopped: str | None) -> dict[str, Any]:
 
 def _with_emulators(cfg: Any, stack: contextlib.ExitStack, *, source_table: bool = False) -> Any:
     """Start moto / osmem-server for whatever has no endpoint configured."""
-    from worker.app import configured_sinks
     from worker.emulators import fake_aws_credentials, start_moto, start_osmem
+    from worker.sinks import registry
 
-    needs_aws = bool(source_table or cfg.aggregates or cfg.archive or cfg.deadletter.url.startswith("s3://"))
+    needed = registry.emulators(cfg)
+    needs_aws = source_table or "aws" in needed or cfg.deadletter.url.startswith("s3://")
     if needs_aws and not cfg.aws.endpoint_url:
         stack.enter_context(fake_aws_credentials())
         moto = start_moto()
         stack.callback(moto.stop)
         cfg = dataclasses.replace(cfg, aws=dataclasses.replace(cfg.aws, endpoint_url=moto.url))
-    if "search" in configured_sinks(cfg) and not cfg.search.url:
+    if "opensearch" in needed and not cfg.search.url:
         server = start_osmem()
         stack.callback(server.close)
         cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, url=server.url))
@@ -139,27 +140,10 @@ def render(report: dict[str, Any], fixtures: list[str], deadletters: str) -> str
         )
     if report.get("stopped"):
         out.append(f"  STOPPED: {report['stopped']}")
-    for name in ("aggregates", "search", "archive"):
+    from worker.sinks import registry
+
+    for name in registry.SINKS:
         if name in report:
             out.append(f"  {name}:")
-            out.extend(_render_section(name, report[name]))
+            out.extend(registry.module(name).render(report[name]))
     return "\n".join(out) + "\n"
-
-
-def _render_section(name: str, value: Any) -> list[str]:
-    lines: list[str] = []
-    if name == "aggregates" and isinstance(value, dict):
-        for agg, rows in value.items():
-            lines.append(f"    {agg}: {len(rows)} groups")
-            for row in rows:
-                group = ", ".join(f"{k}={v}" for k, v in row.get("group", {}).items())
-                metrics = "  ".join(f"{k}={v}" for k, v in row.get("metrics", {}).items())
-                lines.append(f"      {group or '(all)':<28} {metrics}")
-    elif name == "search" and isinstance(value, dict):
-        for index, docs in value.items():
-            lines.append(f"    index {index}: {len(docs)} documents")
-    elif isinstance(value, dict):
-        lines.append("    " + ", ".join(f"{k} {v}" for k, v in value.items()))
-    else:
-        lines.append(f"    {value}")
-    return lines

@@ -50,21 +50,23 @@ def execute_with_items(
     fixtures: list[str],
     items: list[tuple[str, dict[str, Any]]],
     key_text: str | None,
+    *,
     stack: contextlib.ExitStack,
+    report_of: Callable[[Any, str | None], dict[str, Any]],
 ) -> dict[str, Any]:
-    """Steps 1-4 of the module docstring; ``items`` as :func:`~worker.sources.table_items.read_items` gives them."""
+    """Steps 1-4 of the module docstring; ``items`` as :func:`~worker.sources.table_items.read_items` gives
+    them; ``report_of(pipeline, stopped)`` builds the report ``worker local`` prints."""
     import structlog
 
     from worker.app import build_pipeline
-    from worker.aws import client
-    from worker.commands.local import report_of
+    from worker.aws import client, stream_arn
+    from worker.decode import decode
     from worker.errors import ConfigError, RecordError
     from worker.pipeline import StopProcessing
-    from worker.records import decode
     from worker.sources import fixtures as fixture_source
     from worker.sources import table_items
     from worker.sources.backfill import Backfill, ScanOptions
-    from worker.sources.poller import poll, stream_arn
+    from worker.sources.poller import poll
 
     table = cfg.worker.table
     pipeline = build_pipeline(cfg, provision=True)

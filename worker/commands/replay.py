@@ -4,35 +4,7 @@
                   [--table NAME] [--dry-run] [--resume] [--json] [--config FILE]
     worker replay --rebuild AGGREGATES [--into TABLE] [--since T] ...
 
-What it guarantees:
-
-* **Every record of the range, once, in order.** The hour partitions of
-  ``[since, until)`` are listed (partition pruning); objects are merged per
-  shard by sequence number, duplicates (overlapping objects written by
-  redeliveries) removed; shards go parents first (by the creation time
-  DynamoDB embeds in shard ids; the archive does not know the lineage), each
-  shard completely before the next. Records outside the range in the edge
-  hours are left out.
-* **The same pipeline** as live processing (``worker.app.build_pipeline``),
-  so the sinks' idempotence makes a replay of a range already applied change
-  nothing. By default every configured sink but the archive itself is fed.
-* **Damage is never skipped silently**: a bad gzip stream, a line that is not
-  JSON or a record that does not decode is logged with ``s3://bucket/key:line``,
-  parked in the dead letters, counted in the summary; the replay goes on.
-* **Resumable**: after every flush of the pipeline the state file records, per
-  shard, the last sequence number now durable in the sinks, and the objects
-  done. ``--resume`` skips those objects and records. Without ``--resume`` a
-  run starts over (harmless, only slower).
-* ``--rebuild`` recomputes aggregates from the archive into an **empty** table
-  (``--into`` another one, or the configured one emptied): it refuses a table
-  that holds anything, naming it. Starting from nothing, every record counts
-  once, however long ago the aggregate sink's per-shard bookkeeping forgot the
-  shards. Stop the live workers for that table meanwhile (or rebuild into a
-  new table and switch): two writers of one shard would defeat its high-water
-  marks. When the archive holds snapshots (``worker backfill``), the rebuild
-  starts from the latest one taken at or before ``--since`` (else the latest
-  before ``--until``) and replays the records from its position on, leaving the
-  other snapshots out: state older than the stream's 24 hours is rebuilt too.
+What it guarantees: see :mod:`worker.sources.replay` (the driver).
 
 Progress goes to stderr (a bar on a terminal, a log line every 10 s
 otherwise); the summary to stdout (``--json``: one JSON object).
@@ -43,15 +15,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import hashlib
-import os
 import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from worker.sources.replay import Options, State, Summary
 
 UTC = dt.UTC
 _RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)([smhd])(?: ?ago)?$")  # 24h, 24h ago, -24h: before now
@@ -95,48 +67,6 @@ def add_parser(sub: Any) -> None:
 # -- options ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Options:
-    bucket: str
-    prefix: str
-    since: dt.datetime
-    until: dt.datetime
-    tables: tuple[str, ...]  # () = every table in the archive
-    sinks: tuple[str, ...]
-    dry_run: bool = False
-    rebuild: tuple[str, ...] = ()
-    into: str | None = None
-    resume: bool = False
-    state: Path | None = None
-    provision: bool = False
-    prefetch: int = 4
-
-    @property
-    def url(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}"
-
-    def identity(self) -> dict[str, Any]:
-        """What makes two runs the same run (a state file is only resumed by the same one)."""
-        return {
-            "archive": self.url,
-            "since": _iso(self.since),
-            "until": _iso(self.until),
-            "tables": list(self.tables),
-            "sinks": list(self.sinks),
-            "rebuild": list(self.rebuild),
-            "into": self.into,
-        }
-
-    def resume_hint(self) -> str:
-        """How to continue this run (relative times like ``24h`` would name another range later)."""
-        return f"continue with the same options and --since {_iso(self.since)} --until {_iso(self.until)} --resume"
-
-    def run_id(self) -> str:
-        import orjson
-
-        return hashlib.sha256(orjson.dumps(self.identity(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-
-
 def parse_time(text: str, now: dt.datetime, flag: str) -> dt.datetime:
     """``now``; ``90m``/``24h``/``7d`` (or ``24h ago``, ``=-24h``) before now; epoch seconds; ISO 8601 (naive: UTC)."""
     from worker.errors import ConfigError
@@ -159,13 +89,14 @@ def parse_time(text: str, now: dt.datetime, flag: str) -> dt.datetime:
 
 
 def options(args: argparse.Namespace, cfg: Any, now: dt.datetime) -> Options:
-    from worker.app import configured_sinks
+    from worker.aws import split_s3_url
     from worker.errors import ConfigError
-    from worker.sources.archive import split_url
+    from worker.sinks import registry
+    from worker.sources.replay import Options, iso
 
     if args.from_archive:
         try:
-            bucket, prefix = split_url(args.from_archive)
+            bucket, prefix = split_s3_url(args.from_archive)
         except ValueError as exc:
             raise ConfigError("--from-archive", str(exc)) from None
     elif cfg.archive is not None:
@@ -188,7 +119,7 @@ def options(args: argparse.Namespace, cfg: Any, now: dt.datetime) -> Options:
     elif args.sinks:
         sinks = tuple(n.strip() for n in args.sinks.split(",") if n.strip())
     else:
-        sinks = tuple(n for n in configured_sinks(cfg) if n != "archive")
+        sinks = tuple(registry.replay_defaults(cfg))
     if args.into and not args.rebuild:
         raise ConfigError("--into", "only with --rebuild")
     if not sinks and not args.dry_run:
@@ -198,7 +129,7 @@ def options(args: argparse.Namespace, cfg: Any, now: dt.datetime) -> Options:
     since = parse_time(args.since, now, "--since") if args.since else dt.datetime(2000, 1, 1, tzinfo=UTC)
     until = parse_time(args.until, now, "--until")
     if since >= until:
-        raise ConfigError("--since", f"must be before --until ({_iso(since)} >= {_iso(until)})")
+        raise ConfigError("--since", f"must be before --until ({iso(since)} >= {iso(until)})")
     tables: tuple[str, ...] = tuple(args.table or [cfg.worker.table])
     if "*" in tables:
         tables = ()
@@ -219,77 +150,6 @@ def options(args: argparse.Namespace, cfg: Any, now: dt.datetime) -> Options:
         provision=args.provision,
         prefetch=args.prefetch,
     )
-
-
-def _iso(when: dt.datetime) -> str:
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-# -- state -------------------------------------------------------------------------------
-
-
-@dataclass
-class State:
-    """Progress of one run, saved atomically after every flush of the pipeline."""
-
-    path: Path | None
-    run: dict[str, Any]
-    streams: dict[str, str] = field(default_factory=dict)  # "table/stream" -> last durable sequence
-    objects: dict[str, str] = field(default_factory=dict)  # key -> ETag of the version done
-    rebuild_checked: list[str] = field(default_factory=list)  # tables found empty when the rebuild began
-    complete: bool = False
-
-    @classmethod
-    def open(cls, path: Path | None, run: dict[str, Any], resume: bool, log: Any) -> tuple[State, bool]:
-        """The state to use and whether it continues an earlier run."""
-        import orjson
-
-        if path is None or not path.exists():
-            if resume:
-                log.warning("nothing to resume: no progress file; starting over", state=str(path))
-            return cls(path, run), False
-        if not resume:
-            log.info("earlier progress ignored (use --resume to continue it)", state=str(path))
-            return cls(path, run), False
-        try:
-            data = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            from worker.errors import FatalError
-
-            raise FatalError(f"cannot read progress file {path}: {exc}") from exc
-        if data.get("run") != run:
-            from worker.errors import ConfigError
-
-            raise ConfigError("--resume", f"{path} belongs to another run ({data.get('run')})")
-        return cls(
-            path,
-            run,
-            dict(data.get("streams", {})),
-            dict(data.get("objects", {})),
-            list(data.get("rebuild_checked", [])),
-            bool(data.get("complete")),
-        ), True
-
-    def save(self) -> None:
-        import orjson
-
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        body = {
-            "run": self.run,
-            "updated_at": _iso(dt.datetime.now(UTC)),
-            "complete": self.complete,
-            "rebuild_checked": self.rebuild_checked,
-            "streams": self.streams,
-            "objects": self.objects,
-        }
-        with open(tmp, "wb") as fh:
-            fh.write(orjson.dumps(body, option=orjson.OPT_INDENT_2))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
 
 
 # -- progress ----------------------------------------------------------------------------
@@ -378,71 +238,6 @@ def _clock(seconds: float | None) -> str:
 # -- the run -----------------------------------------------------------------------------
 
 
-@dataclass
-class Summary:
-    archive: str
-    tables: list[str]
-    since: str
-    until: str
-    sinks: list[str]
-    dry_run: bool
-    rebuild: list[str]
-    resumed: bool = False
-    state: str | None = None
-    objects: dict[str, int] = field(default_factory=lambda: {"listed": 0, "read": 0, "skipped": 0})
-    records: dict[str, int] = field(
-        default_factory=lambda: {
-            "read": 0,  # lines with a sequence number (= the sum of the four below and undecodable)
-            "duplicates": 0,
-            "outside_range": 0,
-            "already_done": 0,
-            "replayed": 0,
-            "undecodable": 0,
-        }
-    )
-    bytes_read: int = 0
-    parked: int = 0
-    shards: int = 0
-    ignored_keys: list[str] = field(default_factory=list)
-    misplaced: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    complete: bool = False
-    snapshot: str | None = None  # --rebuild: the snapshot it started from (worker.sources.snapshot)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["records_per_second"] = round(self.records["replayed"] / self.seconds, 1) if self.seconds else 0.0
-        return out
-
-    def render(self) -> str:
-        r, o = self.records, self.objects
-        mode = " (dry run)" if self.dry_run else ""
-        verb = "would be replayed" if self.dry_run else "replayed"
-        lines = [
-            f"worker replay{mode}: {self.archive} tables {', '.join(self.tables) or '(none)'}",
-            f"  range: from {self.since} until {self.until}",
-            f"  objects: {o['listed']} listed, {o['read']} read, {o['skipped']} skipped (done in an earlier run)",
-            f"  records: {r['read']} read, {r['duplicates']} duplicates removed,"
-            f" {r['outside_range']} outside the range, {r['already_done']} already done, {r['replayed']} {verb}",
-            f"  shards: {self.shards}   bytes read: {self.bytes_read:,}   took {self.seconds:.1f} s",
-        ]
-        if self.rebuild:
-            lines.append(f"  rebuilt aggregates: {', '.join(self.rebuild)}")
-        if self.snapshot:
-            lines.append(f"  started from snapshot {self.snapshot} (records from its position on)")
-        lines.append(f"  sinks: {', '.join(self.sinks) or 'none'}")
-        if self.parked:
-            where = "reported only (dry run)" if self.dry_run else "parked in the dead letters"
-            lines.append(f"  DAMAGED: {self.parked} lines/objects could not be read; {where} (see the log)")
-        if self.ignored_keys:
-            lines.append(
-                f"  ignored {len(self.ignored_keys)} keys that are not archive objects, e.g. {self.ignored_keys[0]}"
-            )
-        if self.misplaced:
-            lines.append(f"  WARNING: {len(self.misplaced)} records below their object's first sequence number")
-        return "\n".join(lines) + "\n"
-
-
 def run(args: argparse.Namespace) -> int:
     import orjson
 
@@ -462,8 +257,38 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(orjson.dumps(summary.as_dict(), option=orjson.OPT_SORT_KEYS) + b"\n")
         sys.stdout.flush()
     else:
-        sys.stdout.write(summary.render())
+        sys.stdout.write(render(summary))
     return 0
+
+
+def render(summary: Summary) -> str:
+    """The human-readable summary."""
+    r, o = summary.records, summary.objects
+    mode = " (dry run)" if summary.dry_run else ""
+    verb = "would be replayed" if summary.dry_run else "replayed"
+    lines = [
+        f"worker replay{mode}: {summary.archive} tables {', '.join(summary.tables) or '(none)'}",
+        f"  range: from {summary.since} until {summary.until}",
+        f"  objects: {o['listed']} listed, {o['read']} read, {o['skipped']} skipped (done in an earlier run)",
+        f"  records: {r['read']} read, {r['duplicates']} duplicates removed,"
+        f" {r['outside_range']} outside the range, {r['already_done']} already done, {r['replayed']} {verb}",
+        f"  shards: {summary.shards}   bytes read: {summary.bytes_read:,}   took {summary.seconds:.1f} s",
+    ]
+    if summary.rebuild:
+        lines.append(f"  rebuilt aggregates: {', '.join(summary.rebuild)}")
+    if summary.snapshot:
+        lines.append(f"  started from snapshot {summary.snapshot} (records from its position on)")
+    lines.append(f"  sinks: {', '.join(summary.sinks) or 'none'}")
+    if summary.parked:
+        where = "reported only (dry run)" if summary.dry_run else "parked in the dead letters"
+        lines.append(f"  DAMAGED: {summary.parked} lines/objects could not be read; {where} (see the log)")
+    if summary.ignored_keys:
+        lines.append(
+            f"  ignored {len(summary.ignored_keys)} keys that are not archive objects, e.g. {summary.ignored_keys[0]}"
+        )
+    if summary.misplaced:
+        lines.append(f"  WARNING: {len(summary.misplaced)} records below their object's first sequence number")
+    return "\n".join(lines) + "\n"
 
 
 def execute(
@@ -479,170 +304,33 @@ def execute(
     import structlog
 
     from worker.aws import client
-    from worker.errors import RecordError
-    from worker.pipeline import StopProcessing
-    from worker.records import StreamRecord
-    from worker.sources import archive, snapshot
+    from worker.sources.replay import Replay
 
     logger = structlog.get_logger("worker.replay")
-    started = clock()
-    s3 = s3 if s3 is not None else client(cfg, "s3")
-    summary = Summary(
-        opts.url,
-        list(opts.tables),
-        _iso(opts.since),
-        _iso(opts.until),
-        list(opts.sinks),
-        opts.dry_run,
-        list(opts.rebuild),
-    )
-    tables = list(opts.tables) or archive.list_tables(s3, opts.bucket, opts.prefix)
-    summary.tables = tables
-
-    def ignored(key: str) -> None:
-        summary.ignored_keys.append(key)
-        logger.warning("not an archive object; ignored", key=f"s3://{opts.bucket}/{key}")
-
-    since = opts.since
-    if opts.rebuild:  # from the latest snapshot at or before the range, other snapshots left out
-        base = snapshot.rebuild_base(s3, opts.bucket, opts.prefix, tables, since=opts.since, until=opts.until)
-        if base is not None:
-            since, summary.snapshot, summary.since = base.taken, base.stream, _iso(base.taken)
-    listed = archive.list_objects(s3, opts.bucket, opts.prefix, tables, since=since, until=opts.until, ignored=ignored)
-    if opts.rebuild:
-        listed = [
-            o for o in listed if not snapshot.is_snapshot_stream(o.name.stream) or o.name.stream == summary.snapshot
-        ]
-    summary.objects["listed"] = len(listed)
-    state, resumed = State.open(None if opts.dry_run else opts.state, opts.identity(), opts.resume, logger)
-    summary.resumed, summary.state = resumed, str(opts.state) if state.path else None
-
+    run = Replay(opts, s3 if s3 is not None else client(cfg, "s3"), log=logger, clock=clock)
+    run.list()
+    state, resumed = run.open_state()
     if opts.dry_run:
         pipeline = None
     elif pipeline is None:
         pipeline = _build_pipeline(cfg, opts, state, resumed)
-    state.save()
 
-    todo = [o for o in listed if state.objects.get(o.key) != o.etag]
-    summary.objects["skipped"] = len(listed) - len(todo)
-    groups = archive.plan(todo)
-    summary.shards = len(groups)
-    order = [o for _, objs in groups for o in objs]
-    progress = Progress(err or sys.stderr, sum(o.size for o in order), len(order), clock=clock, log=logger)
-    loader = archive.Prefetcher(order, lambda o: archive.read_object(s3, opts.bucket, o), opts.prefetch)
-    merge_stats = archive.MergeStats()
-    pending = 0
-    last_fed: dict[str, str] = {}
-    finished: dict[str, str] = {}
-    records = summary.records
+    def progress(total_bytes: int, total_objects: int) -> Progress:
+        return Progress(err or sys.stderr, total_bytes, total_objects, clock=clock, log=logger)
 
-    def flush() -> None:
-        nonlocal pending
-        if pipeline is not None:
-            pipeline.flush()
-            state.streams.update(last_fed)
-            state.objects.update(finished)
-            state.save()
-        last_fed.clear()
-        finished.clear()
-        pending = 0
-
-    try:
-        for (table, stream), objs in groups:
-            sid = f"{table}/{stream}"
-            done = int(state.streams[sid]) if sid in state.streams else -1
-            for ev in archive.merge(objs, loader.get, merge_stats):
-                if isinstance(ev, StreamRecord):
-                    if not since <= ev.created_at < opts.until:
-                        records["outside_range"] += 1
-                    elif ev.sequence <= done:
-                        records["already_done"] += 1
-                    else:
-                        records["replayed"] += 1
-                        if not records["replayed"] % 1000:
-                            progress.update(records["replayed"], summary.bytes_read, summary.objects["read"])
-                        if pipeline is not None:
-                            pipeline.add_record(ev)
-                            last_fed[sid] = ev.sequence_number
-                            pending += 1
-                            if pending >= cfg.pipeline.max_batch_records:
-                                flush()
-                elif isinstance(ev, RecordError):
-                    records["undecodable"] += 1
-                    progress.clear()
-                    _park(pipeline, ev, logger)
-                    summary.parked += 1
-                elif isinstance(ev, archive.Opened):
-                    summary.objects["read"] += 1
-                    records["read"] += len(ev.loaded.entries)
-                    summary.bytes_read += ev.loaded.obj.size
-                    for e in ev.loaded.errors:
-                        progress.clear()
-                        _park(pipeline, e, logger)
-                        summary.parked += 1
-                    progress.update(records["replayed"], summary.bytes_read, summary.objects["read"])
-                else:
-                    finished[ev.obj.key] = ev.etag
-        flush()
-    except StopProcessing:
-        progress.clear()
-        logger.error("replay stopped; everything flushed so far is in the progress file", state=summary.state)
-        logger.error(opts.resume_hint())
-        raise
-    finally:
-        loader.close()
-        records["duplicates"] = merge_stats.duplicates
-        summary.misplaced = merge_stats.misplaced
-        progress.finish(records["replayed"], summary.bytes_read, summary.objects["read"])
-        if pipeline is not None:
-            pipeline.close()
-    state.complete = summary.complete = True
-    if pipeline is not None:
-        state.save()
-    summary.seconds = round(clock() - started, 3)
-    return summary
-
-
-def _park(pipeline: Any, error: Any, logger: Any) -> None:
-    """Report a damaged line with its ``s3://bucket/key:line`` and park it (unless a dry run)."""
-    if pipeline is None:  # a dry run parks nothing: report only
-        logger.error("damaged archive line", where=error.where, error=error.reason, field=error.field, parked=False)
-    else:  # logged, counted and parked like any other bad record
-        pipeline.park(error)
+    return run.run(state, pipeline, progress, max_batch_records=cfg.pipeline.max_batch_records)
 
 
 def _build_pipeline(cfg: Any, opts: Options, state: State, resumed: bool) -> Any:
     from worker.app import build_deadletters, build_pipeline, build_sinks
+    from worker.aws import client
+    from worker.sources.replay import rebuild_config, require_empty
 
     if not opts.rebuild:
         return build_pipeline(cfg, only=opts.sinks, provision=opts.provision)
-    chosen = [a for a in cfg.aggregates if a.name in opts.rebuild]
-    chosen = [dataclasses.replace(a, table=opts.into) if opts.into else a for a in chosen]
-    target = dataclasses.replace(cfg, aggregates=chosen)
-    tables = sorted({a.table for a in chosen})
+    target, tables = rebuild_config(cfg, opts.rebuild, opts.into)
     if not (resumed and state.rebuild_checked == tables):
-        _require_empty(cfg, tables)
+        require_empty(client(cfg, "dynamodb"), tables)
     state.rebuild_checked = tables
     sinks = build_sinks(target, only=["aggregates"], provision=True)
     return build_pipeline(target, sinks=sinks, deadletters=build_deadletters(cfg, provision=opts.provision))
-
-
-def _require_empty(cfg: Any, tables: list[str]) -> None:
-    """Refuse to rebuild into a table that holds anything (a missing one is created)."""
-    from worker.aws import client
-    from worker.errors import FatalError
-    from worker.sources.archive import error_code
-
-    ddb = client(cfg, "dynamodb")
-    for table in tables:
-        try:
-            resp = ddb.scan(TableName=table, Limit=1, ConsistentRead=True)
-        except Exception as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                continue
-            raise FatalError(f"--rebuild: cannot check table {table!r}: {exc}") from exc
-        if resp.get("Items"):
-            raise FatalError(
-                f"--rebuild: table {table!r} is not empty; rebuild into an empty table "
-                f"(--into NEW_TABLE) or empty {table!r} first"
-            )

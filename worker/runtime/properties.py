@@ -23,8 +23,7 @@ def resolve_stream_arn(cfg: Config, describe: Callable[[str], str] | None = None
     if cfg.kcl.stream_arn:
         return cfg.kcl.stream_arn
     if describe is None:
-        from worker.aws import client
-        from worker.sources.poller import stream_arn
+        from worker.aws import client, stream_arn
 
         ddb = client(cfg, "dynamodb")
 

@@ -31,6 +31,8 @@ from typing import Any, Protocol, runtime_checkable
 from worker.diff import Change
 from worker.errors import RecordError
 
+__all__ = ["DeadLetters", "Reporting", "Sink"]
+
 
 @runtime_checkable
 class Sink(Protocol):

@@ -1,6 +1,6 @@
 """The archive sink: every raw stream record, losslessly, as gzip JSON Lines in S3.
 
-Layout and line format: :mod:`worker.sources.archive`. Every change is
+Layout and line format: :mod:`worker.archive.layout`. Every change is
 archived (no-ops and TTL expirations too), as the record was delivered.
 
 Durability (the checkpoint never passes a record whose object is not durable):
@@ -37,23 +37,33 @@ import gzip
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 
-from worker.diff import Change
-from worker.errors import FatalError, RecordError, RetryableError
-from worker.sources.archive import (
+from worker.archive.layout import (
     ObjectName,
-    classify,
     encode_line,
-    error_code,
     gunzip,
     hour_of,
-    read_all,
     stream_of,
 )
+from worker.archive.merge import read_all
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from worker.config import Config
+from worker.aws import classify_s3, ensure_bucket, error_code
+from worker.diff import Change
+from worker.errors import FatalError, RecordError, RetryableError
+
+__all__ = ["EMULATORS", "NAME", "REPLAY_DEFAULT", "ArchiveSink", "build", "create", "enabled", "render"]
+
+NAME = "archive"
+REPLAY_DEFAULT = False  # a replay reads the archive; it writes it again only when named
+EMULATORS = frozenset({"aws"})
 
 _CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 _MISSING = {"NoSuchKey", "404"}
@@ -78,11 +88,11 @@ class _Object:
 class ArchiveSink:
     """Buffers records per (table, hour, shard) object; ``flush`` makes them durable in S3."""
 
-    name = "archive"
+    name = NAME
 
     def __init__(
         self,
-        s3: Any,
+        s3: S3Client,
         bucket: str,
         prefix: str,
         *,
@@ -201,7 +211,7 @@ class ArchiveSink:
             code = error_code(exc)
             if code in _CONFLICT or (etag is not None and code in _MISSING):
                 return None
-            raise classify(exc, f"archive: put s3://{self.bucket}/{key}") from exc
+            raise classify_s3(exc, f"archive: put s3://{self.bucket}/{key}") from exc
         self.puts += 1
         return str(resp.get("ETag", ""))
 
@@ -242,7 +252,7 @@ class ArchiveSink:
         except Exception as exc:
             if error_code(exc) in _MISSING:
                 return b"", None
-            raise classify(exc, f"archive: get s3://{self.bucket}/{key}") from exc
+            raise classify_s3(exc, f"archive: get s3://{self.bucket}/{key}") from exc
 
 
 def _lines(body: bytes, key: str) -> list[tuple[int, bytes]]:
@@ -267,10 +277,24 @@ def _lines(body: bytes, key: str) -> list[tuple[int, bytes]]:
     return out
 
 
-def create(
-    cfg: Any, *, provision: bool = False, s3: Any = None, clock: Callable[[], float] | None = None
+def enabled(cfg: Config) -> bool:
+    return cfg.archive is not None
+
+
+def render(report: Any) -> list[str]:
+    """Objects and unique records under the prefix."""
+    return ["    " + ", ".join(f"{k} {v}" for k, v in report.items())]
+
+
+def create(cfg: Config, *, provision: bool = False) -> ArchiveSink:
+    """The sink of ``[archive]`` (the registry's entry point); see :func:`build`."""
+    return build(cfg, provision=provision)
+
+
+def build(
+    cfg: Config, *, provision: bool = False, s3: S3Client | None = None, clock: Callable[[], float] | None = None
 ) -> ArchiveSink:
-    """The sink of ``[archive]``; ``provision`` creates the bucket (local runs, tests)."""
+    """The sink of ``[archive]`` with an injected client or clock; ``provision`` creates the bucket."""
     a = cfg.archive
     if a is None:
         raise FatalError("archive: no [archive] section")
@@ -279,8 +303,6 @@ def create(
 
         s3 = client(cfg, "s3")
     if provision:
-        from worker.app import ensure_bucket
-
         ensure_bucket(s3, a.bucket)
     return ArchiveSink(
         s3,

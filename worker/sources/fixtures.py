@@ -2,7 +2,7 @@
 
 Accepted per line (or as the whole document):
 
-* one record of any shape :func:`worker.records.decode` knows;
+* one record of any shape :func:`worker.decode.decode` knows;
 * a container: a Lambda event or GetRecords page (``{"Records": [...]}``) or a
   multilang ``processRecords`` message (``{"records": [...]}``);
 * an archive line (``{"shard_id": ..., "record": {...}}``) or a dead letter
@@ -23,7 +23,8 @@ from typing import Any
 
 import orjson
 
-from worker.records import RawRecord, expand
+from worker.decode import expand
+from worker.records import RawRecord
 
 
 def read(paths: Iterable[str | os.PathLike[str]]) -> Iterator[RawRecord]:

@@ -148,14 +148,25 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
         if not records:
             return
         shard = self.shard_id
-        batch = [RawRecord(payload=_as_dict(r), where=f"{shard}/{r.sequence_number}", shard_id=shard) for r in records]
+        batch = [
+            RawRecord(
+                payload=_as_dict(r), where=f"{shard}/{r.sequence_number}", shard_id=shard, sequence=r.sequence_number
+            )
+            for r in records
+        ]
         created = [r.timestamp_millis / 1000 for r in records]
         self.metrics.batch_started(min(created))
-        self.pipeline.process(batch)  # returns only when every sink and the dead letters are durable
-        last = records[-1]
-        self.last_durable = (last.sequence_number, last.sub_sequence_number, created[-1])
+        # Returns only when every sink and the dead letters are durable; the checkpoint is
+        # exactly the position the pipeline reports durable, never the batch's last record.
+        durable = self.pipeline.process(batch).sequences.get(shard)
+        if durable is None:  # nothing of this batch is durable: nothing to acknowledge
+            self.metrics.batch_done(self.pipeline.stats, max(created))
+            return
+        at = {str(r.sequence_number): i for i, r in enumerate(records)}[durable]
+        last = records[at]
+        self.last_durable = (last.sequence_number, last.sub_sequence_number, created[at])
         try:
-            self._checkpoint(inp.checkpointer, last.sequence_number, last.sub_sequence_number, created[-1])
+            self._checkpoint(inp.checkpointer, last.sequence_number, last.sub_sequence_number, created[at])
         except CheckpointFailed as exc:
             if not exc.exhausted and exc.error not in LEASE_GONE_ERRORS:
                 raise
@@ -231,7 +242,7 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
 
 
 def _as_dict(record: Any) -> dict[str, Any]:
-    """A kclpy ``Record`` as the multilang record dict :func:`worker.records.decode` accepts."""
+    """A kclpy ``Record`` as the multilang record dict :func:`worker.decode.decode` accepts."""
     return {
         "data": record.data,
         "partitionKey": record.partition_key,

@@ -8,17 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from worker.errors import FatalError
-
-
-def stream_arn(dynamodb: Any, table: str) -> str:
-    desc = dynamodb.describe_table(TableName=table)["Table"]
-    arn = desc.get("LatestStreamArn")
-    spec = desc.get("StreamSpecification") or {}
-    if not arn or not spec.get("StreamEnabled", True):
-        raise FatalError(f"table {table!r} has no stream enabled")
-    return str(arn)
-
 
 def shards(streams: Any, arn: str) -> list[dict[str, Any]]:
     """Every shard, parents before children."""

@@ -19,8 +19,9 @@ from typing import Any
 
 import orjson
 
+from worker.decode import decode_mapping
 from worker.errors import FatalError
-from worker.records import StreamRecord, decode_mapping
+from worker.records import StreamRecord
 
 UTC = dt.UTC
 SNAPSHOT_PREFIX = "snapshot-"
@@ -117,7 +118,7 @@ def rebuild_base(
     older streams, all before it), so it needs no record older than the snapshot,
     however long ago the stream trimmed them. ``None`` when the archive holds none.
     """
-    from worker.sources import archive
+    from worker import archive
 
     found: dict[str, archive.ArchivedObject] = {}
     for obj in archive.list_all(s3, bucket, prefix):

@@ -1,4 +1,4 @@
-"""In-memory sinks for tests and benchmarks (fakes, named as such)."""
+"""Test fakes, named as such: in-memory sinks and dead letters for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 
 from worker.diff import Change
 from worker.errors import RecordError
+
+__all__ = ["MemoryDeadLetters", "MemorySink"]
 
 
 @dataclass

@@ -11,47 +11,33 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.attributes import decode_item, decode_value, encode_value
+from worker.aws import classify_dynamodb, error_code
+from worker.canonical import number_text, seq_text
 from worker.errors import FatalError, RetryableError
-from worker.sinks.aggregates_spec import number_text
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 PK, SK, GROUP, COUNT, HWM, UPDATED = "pk", "sk", "group", "count", "hwm", "updated_at"
-SEQ_WIDTH = 40  # stream sequence numbers have 21-40 digits: compared as fixed-width text
 BATCH_GET_MAX = 100
 
-RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "LimitExceededException",
-        "TransactionInProgressException",
-    }
-)
 CONDITION_FAILED = "ConditionalCheckFailedException"
 
 RowId = tuple[str, str, str]  # (table, pk, sk)
 
 
-def padded(sequence: int) -> str:
-    return f"{sequence:0{SEQ_WIDTH}d}"
-
-
 def hwm_entry(sequence: int, at: float) -> str:
-    """``<40-digit sequence>@<epoch seconds>``: compares like the sequence against a bare padded one.
+    """``<40-digit sequence>@<epoch seconds>``: compares like the sequence against a bare seq_text one.
 
     For an equal sequence the entry is longer than the bare text, hence greater:
-    ``entry < padded(first)`` holds exactly when the applied sequence is below ``first``.
+    ``entry < seq_text(first)`` holds exactly when the applied sequence is below ``first``.
     """
-    return f"{padded(sequence)}@{int(at)}"
+    return f"{seq_text(sequence)}@{int(at)}"
 
 
 def parse_entry(entry: str) -> tuple[int, float]:
@@ -134,7 +120,7 @@ class RowWrite:
             for i, (shard, (first, last)) in enumerate(sorted(self.marks.items())):
                 names[f"#s{i}"] = shard
                 values[f":s{i}"] = {"S": hwm_entry(last, now)}
-                values[f":f{i}"] = {"S": padded(first)}
+                values[f":f{i}"] = {"S": seq_text(first)}
                 sets.append(f"#hwm.#s{i} = :s{i}")
                 parts.append(f"(attribute_not_exists(#hwm.#s{i}) OR #hwm.#s{i} < :f{i})")
             for i, (shard, entry) in enumerate(self.prune):
@@ -162,43 +148,20 @@ class RowWrite:
 # -- calls ----------------------------------------------------------------------------------------
 
 
-def error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return ""
-
-
-def classify(exc: Exception, what: str) -> Exception:
-    """The worker error for a failed DynamoDB call: retry transient ones, stop on the rest."""
-    if isinstance(exc, ClientError):
-        code = error_code(exc)
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in RETRYABLE_CODES or status >= 500:
-            return RetryableError(f"{what}: {code or status}: {exc}")
-        if code == "ResourceNotFoundException":
-            return FatalError(f"{what}: table not found (create it, or run locally with provisioning): {exc}")
-        return FatalError(f"{what}: {code}: {exc}")
-    if isinstance(exc, ConnectionError | HTTPClientError):
-        return RetryableError(f"{what}: connection failed: {exc}")
-    if isinstance(exc, BotoCoreError):
-        return FatalError(f"{what}: {exc}")
-    return exc
-
-
-def write(client: Any, row: RowWrite, now: float) -> RowState | None:
+def write(client: DynamoDBClient, row: RowWrite, now: float) -> RowState | None:
     """Apply one row write; its new state, or ``None`` when the condition failed (someone was first)."""
     try:
         resp = client.update_item(**row.request(now))
     except ClientError as exc:
         if error_code(exc) == CONDITION_FAILED:
             return None
-        raise classify(exc, f"UpdateItem {row.table} {row.pk} {row.sk}") from exc
+        raise classify_dynamodb(exc, f"UpdateItem {row.table} {row.pk} {row.sk}") from exc
     except BotoCoreError as exc:
-        raise classify(exc, f"UpdateItem {row.table} {row.pk} {row.sk}") from exc
+        raise classify_dynamodb(exc, f"UpdateItem {row.table} {row.pk} {row.sk}") from exc
     return state_of(resp.get("Attributes"))
 
 
-def read_states(client: Any, rows: Sequence[RowId], attempts: int = 4) -> dict[RowId, RowState]:
+def read_states(client: DynamoDBClient, rows: Sequence[RowId], attempts: int = 4) -> dict[RowId, RowState]:
     """Strongly consistent reads of rows' marks (BatchGetItem, 100 keys a call)."""
     out: dict[RowId, RowState] = {}
     for start in range(0, len(rows), BATCH_GET_MAX):
@@ -215,7 +178,7 @@ def read_states(client: Any, rows: Sequence[RowId], attempts: int = 4) -> dict[R
             try:
                 resp = client.batch_get_item(RequestItems=request)
             except (ClientError, BotoCoreError) as exc:
-                raise classify(exc, "BatchGetItem") from exc
+                raise classify_dynamodb(exc, "BatchGetItem") from exc
             for table, items in resp.get("Responses", {}).items():
                 for item in items:
                     out[(table, item[PK]["S"], item[SK]["S"])] = state_of(item)
@@ -229,7 +192,7 @@ def read_states(client: Any, rows: Sequence[RowId], attempts: int = 4) -> dict[R
     return out
 
 
-def query_rows(client: Any, table: str, pk: str) -> list[dict[str, Any]]:
+def query_rows(client: DynamoDBClient, table: str, pk: str) -> list[dict[str, Any]]:
     """Every row of one aggregate, decoded, in sort-key order."""
     rows: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {
@@ -243,7 +206,7 @@ def query_rows(client: Any, table: str, pk: str) -> list[dict[str, Any]]:
         try:
             resp = client.query(**kwargs)
         except (ClientError, BotoCoreError) as exc:
-            raise classify(exc, f"Query {table} {pk}") from exc
+            raise classify_dynamodb(exc, f"Query {table} {pk}") from exc
         rows.extend(decode_item(item, table) for item in resp.get("Items", []))
         last = resp.get("LastEvaluatedKey")
         if not last:
@@ -251,25 +214,25 @@ def query_rows(client: Any, table: str, pk: str) -> list[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = last
 
 
-def ensure_table(client: Any, table: str, *, create: bool) -> None:
+def ensure_table(client: DynamoDBClient, table: str, *, create: bool) -> None:
     """Check that ``table`` exists with the layout's keys; create it when ``create`` (local runs)."""
     try:
         desc = client.describe_table(TableName=table)["Table"]
     except ClientError as exc:
         if error_code(exc) != "ResourceNotFoundException":
-            raise classify(exc, f"DescribeTable {table}") from exc
+            raise classify_dynamodb(exc, f"DescribeTable {table}") from exc
         if not create:
             raise FatalError(f"aggregate table {table!r} does not exist (see worker.sinks.aggregates)") from exc
         _create_table(client, table)
         return
     except BotoCoreError as exc:
-        raise classify(exc, f"DescribeTable {table}") from exc
+        raise classify_dynamodb(exc, f"DescribeTable {table}") from exc
     keys = {k["AttributeName"]: k["KeyType"] for k in desc.get("KeySchema", [])}
     if keys != {PK: "HASH", SK: "RANGE"}:
         raise FatalError(f"aggregate table {table!r} must have keys pk (HASH, S) and sk (RANGE, S), has {keys}")
 
 
-def _create_table(client: Any, table: str) -> None:
+def _create_table(client: DynamoDBClient, table: str) -> None:
     try:
         client.create_table(
             TableName=table,
@@ -282,5 +245,5 @@ def _create_table(client: Any, table: str) -> None:
         )
     except ClientError as exc:
         if error_code(exc) != "ResourceInUseException":  # created meanwhile by someone else
-            raise classify(exc, f"CreateTable {table}") from exc
+            raise classify_dynamodb(exc, f"CreateTable {table}") from exc
     client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})

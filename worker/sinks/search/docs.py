@@ -50,11 +50,11 @@ from typing import Any, Literal
 import orjson
 
 from worker.attributes import Item, Value
+from worker.canonical import number_text, seq_text
 from worker.errors import RecordError
 
 MAX_ID_BYTES = 512  # OpenSearch's limit on _id (UTF-8 bytes)
 HASH_MARK = "\\#"
-SEQ_DIGITS = 40  # DynamoDB Streams sequence numbers have 21-40 digits
 
 
 def live_filter(meta_field: str = "_stream") -> dict[str, Any]:
@@ -97,7 +97,7 @@ def _key_tokens(value: Value, name: str) -> list[str]:
             raise RecordError("a key string must not be empty", field=f"dynamodb.Keys.{name}")
         return [_ESCAPES.get(c, c) for c in value]
     if isinstance(value, Decimal):
-        return [canonical_number(value)]
+        return [number_text(value)]
     if isinstance(value, bytes):
         if not value:
             raise RecordError("a key binary must not be empty", field=f"dynamodb.Keys.{name}")
@@ -106,13 +106,6 @@ def _key_tokens(value: Value, name: str) -> list[str]:
 
 
 _ESCAPES = {"\\": "\\\\", "|": "\\|"}
-
-
-def canonical_number(d: Decimal) -> str:
-    """One text per numeric value: ``1``, ``1.0`` and ``1E+0`` all give ``1``."""
-    if d.is_zero():
-        return "0"
-    return format(d.normalize(), "f")
 
 
 def _hashed(tokens: list[str], text: str) -> str:
@@ -130,14 +123,6 @@ def _hashed(tokens: list[str], text: str) -> str:
 
 
 # -- sequence numbers -------------------------------------------------------------------
-
-
-def seq_text(seq: int) -> str:
-    """The stream sequence number as a fixed-width string: text order equals numeric order."""
-    text = str(seq)
-    if seq < 0 or len(text) > SEQ_DIGITS:
-        raise RecordError(f"sequence number out of range: {text}", field="dynamodb.SequenceNumber")
-    return text.zfill(SEQ_DIGITS)
 
 
 def stored_seq(source: Mapping[str, Any] | None, meta_field: str) -> int | None:

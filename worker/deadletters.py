@@ -18,10 +18,17 @@ import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from worker.errors import RecordError, RetryableError
+from worker.aws import classify_s3
+from worker.errors import RecordError
+from worker.files import write_atomic
 from worker.records import to_json
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["LocalDeadLetters", "S3DeadLetters", "entry"]
 
 
 def entry(error: RecordError, now: dt.datetime) -> dict[str, Any]:
@@ -71,14 +78,7 @@ class LocalDeadLetters(_Buffered):
         if not self.pending:
             return
         name, body = self._render()
-        path = self.directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomic(self.directory / name, body)
         self.written += len(self.pending)
         self.pending.clear()
 
@@ -86,7 +86,7 @@ class LocalDeadLetters(_Buffered):
 class S3DeadLetters(_Buffered):
     """Writes one object per flush under ``s3://bucket/prefix``; S3 puts are atomic."""
 
-    def __init__(self, s3: Any, bucket: str, prefix: str, clock: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(self, s3: S3Client, bucket: str, prefix: str, clock: Callable[[], dt.datetime] | None = None) -> None:
         super().__init__(clock)
         self.s3, self.bucket, self.prefix = s3, bucket, prefix
 
@@ -96,16 +96,7 @@ class S3DeadLetters(_Buffered):
         name, body = self._render()
         try:
             self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}{name}", Body=body)
-        except Exception as exc:  # botocore errors: all worth a retry, then a stop
-            raise RetryableError(f"dead letters: put s3://{self.bucket}/{self.prefix}{name}: {exc}") from exc
+        except Exception as exc:  # classified like the archive's writes: no bucket or no permission stops
+            raise classify_s3(exc, f"dead letters: put s3://{self.bucket}/{self.prefix}{name}") from exc
         self.written += len(self.pending)
         self.pending.clear()
-
-
-def split_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> (``bucket``, ``some/prefix/``)."""
-    rest = url[len("s3://") :]
-    bucket, _, prefix = rest.partition("/")
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    return bucket, prefix

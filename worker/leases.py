@@ -27,9 +27,13 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.errors import ConfigError, FatalError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
 
 SENTINELS = {"trim-horizon": "TRIM_HORIZON", "latest": "LATEST"}
 SHARD_END = "SHARD_END"
@@ -110,7 +114,7 @@ def lease_table(cfg: Any) -> str:
     return str(cfg.kcl.properties.get("tableName") or cfg.kcl.application_name)
 
 
-def read_leases(ddb: Any, table: str) -> list[Lease]:
+def read_leases(ddb: DynamoDBClient, table: str) -> list[Lease]:
     """Every lease, sorted by shard id (consistent reads)."""
     leases: list[Lease] = []
     kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
@@ -148,7 +152,7 @@ class ResetResult:
 
 
 def reset(
-    ddb: Any,
+    ddb: DynamoDBClient,
     table: str,
     to: str,
     *,
@@ -185,7 +189,7 @@ def reset(
     return results
 
 
-def _rewrite_forced(ddb: Any, table: str, lease: Lease, value: str, attempts: int = 5) -> Lease:
+def _rewrite_forced(ddb: DynamoDBClient, table: str, lease: Lease, value: str, attempts: int = 5) -> Lease:
     """Rewrite even if the holder renews in between: re-read and try again (a renewal is not an answer)."""
     for attempt in range(attempts):
         try:
@@ -207,7 +211,7 @@ def _select(leases: list[Lease], shards: Sequence[str] | None) -> list[Lease]:
     return [known[s] for s in shards]
 
 
-def rewrite(ddb: Any, table: str, lease: Lease, value: str) -> Lease:
+def rewrite(ddb: DynamoDBClient, table: str, lease: Lease, value: str) -> Lease:
     """Set ``lease``'s checkpoint to ``value`` if its counter is still the one read; release the lease.
 
     Returns ``lease`` (as it was before the write). Raises :class:`LeaseChanged` when the
@@ -251,7 +255,7 @@ def rewrite(ddb: Any, table: str, lease: Lease, value: str) -> Lease:
 # -- lag ----------------------------------------------------------------------------
 
 
-def lag(streams: Any, stream_arn: str, lease: Lease, now: dt.datetime, *, pages: int = 5) -> Lag:
+def lag(streams: DynamoDBStreamsClient, stream_arn: str, lease: Lease, now: dt.datetime, *, pages: int = 5) -> Lag:
     """The age of the oldest record after ``lease``'s checkpoint (a few GetRecords calls at most)."""
     cp = lease.checkpoint
     if cp == SHARD_END:

@@ -1,6 +1,6 @@
 """Search sink: an OpenSearch index whose live documents always equal the table's items.
 
-One document per item (:mod:`worker.sinks.search_docs` gives the ``_id``, the
+One document per item (:mod:`worker.sinks.search.docs` gives the ``_id``, the
 projected body and the metadata ``{"seq", "deleted", "expired"}`` under
 ``search.meta_field``). INSERT and MODIFY write the new image; REMOVE writes a
 tombstone; a TTL expiry writes a tombstone (``ttl_policy = "delete"``) or keeps
@@ -57,7 +57,7 @@ sequence number, not an engine delete. Engine tombstones are
 garbage-collected after ``index.gc_deletes`` (60 s), after which an external
 versioned stale write is accepted again and resurrects the item. A tombstone
 document is never collected, so step 2 refuses a stale write however late it
-comes. Searches exclude tombstones with :func:`~worker.sinks.search_docs.live_filter`
+comes. Searches exclude tombstones with :func:`~worker.sinks.search.docs.live_filter`
 (``must_not term <meta_field>.deleted: true``) or through the filtered alias
 ``search.live_alias`` created with the index. Tombstones cost one small
 document per deleted item; they may be purged only when older than any replay
@@ -102,8 +102,8 @@ import structlog
 from worker.config import Config, SearchSection
 from worker.diff import Change, ChangeKind
 from worker.errors import ConfigError, RecordError, RetryableError
-from worker.sinks.search_client import RequestTooLarge, SearchClient, make_session
-from worker.sinks.search_docs import (
+from worker.sinks.search.client import RequestTooLarge, SearchClient, make_session
+from worker.sinks.search.docs import (
     Projection,
     chunked,
     doc_id,
@@ -201,6 +201,11 @@ class SearchSink:
         self._pending.clear()
         self._refused = []
         self.client.close()
+
+    @property
+    def pending(self) -> frozenset[str]:
+        """The ids of documents whose newest change is not yet durable (a read-only view)."""
+        return frozenset(self._pending)
 
     def report(self) -> dict[str, dict[str, Any]]:
         """``{index: {_id: document}}`` of live documents (tombstones excluded, metadata stripped)."""

@@ -11,7 +11,7 @@ Configuration (one sink serves every ``[[aggregates]]`` entry)::
     missing_group = "skip"             # or "null": items lacking a group attribute
 
 What an item contributes (filter, group, missing groups, non-numeric values,
-exact decimals) is defined in :mod:`worker.sinks.aggregates_spec`.
+exact decimals) is defined in :mod:`worker.sinks.aggregates.spec`.
 
 Target table layout
 -------------------
@@ -126,20 +126,17 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from worker.canonical import STREAM_RETENTION_SECONDS, fits_dynamodb, number_text
 from worker.diff import Change, ChangeKind
 from worker.errors import FatalError, RecordError, RetryableError
-from worker.sinks.aggregates_spec import (
+from worker.sinks.aggregates.spec import (
     Aggregate,
     AggregateConfig,
-    Vector,
-    add_vectors,
     compile_aggregate,
     deltas,
-    fits_dynamodb,
-    number_text,
     recompute,
 )
-from worker.sinks.aggregates_store import (
+from worker.sinks.aggregates.store import (
     COUNT,
     GROUP,
     SK,
@@ -151,15 +148,17 @@ from worker.sinks.aggregates_store import (
     read_states,
     write,
 )
+from worker.sinks.aggregates.values import Vector, add_vectors
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
     from worker.config import Config
 
 __all__ = ["LOCAL_SHARD", "AggregatesSink", "create", "recompute"]
 
 SINK_NAME = "aggregates"
 LOCAL_SHARD = "local"  # the pseudo-shard of records without a shard id
-STREAM_RETENTION_SECONDS = 24 * 3600.0
 HWM_MARGIN_SECONDS = 6 * 3600.0
 KEEP_SECONDS = STREAM_RETENTION_SECONDS + HWM_MARGIN_SECONDS
 
@@ -195,7 +194,7 @@ class AggregatesSink:
 
     def __init__(
         self,
-        client: Any,
+        client: DynamoDBClient,
         aggregates: Sequence[Aggregate | AggregateConfig],
         *,
         clock: Callable[[], float] = time.time,
@@ -283,6 +282,11 @@ class AggregatesSink:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+    @property
+    def pending(self) -> list[PendingRow]:
+        """The rows with deltas not yet durable (a read-only view, for tests and reports)."""
+        return list(self._rows.values())
 
     # -- report -----------------------------------------------------------------------------
 

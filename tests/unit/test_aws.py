@@ -1,0 +1,57 @@
+"""AWS error classification and helpers, and the S3 dead letters classifying like the archive."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from worker.aws import classify_s3, error_code, split_s3_url
+from worker.deadletters import S3DeadLetters
+from worker.errors import FatalError, RecordError, RetryableError
+
+
+def client_error(code: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code}}, "PutObject")
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("AccessDenied", FatalError),
+        ("NoSuchBucket", FatalError),
+        ("InvalidAccessKeyId", FatalError),
+        ("SlowDown", RetryableError),
+        ("InternalError", RetryableError),
+    ],
+)
+def test_s3_errors_stop_on_permissions_and_missing_buckets_and_retry_the_rest(code: str, kind: type) -> None:
+    assert error_code(client_error(code)) == code
+    assert type(classify_s3(client_error(code), "put")) is kind
+
+
+def test_s3_urls_split_into_bucket_and_prefix() -> None:
+    assert split_s3_url("s3://b/dead/letters") == ("b", "dead/letters/")
+    assert split_s3_url("s3://b") == ("b", "")
+    with pytest.raises(ValueError):
+        split_s3_url("file:///tmp/x")
+
+
+class FailingS3:
+    """A fake S3 client (no real part can refuse on demand) whose put_object raises ``code``."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def put_object(self, **kwargs: Any) -> Any:
+        raise client_error(self.code)
+
+
+@pytest.mark.parametrize(("code", "kind"), [("AccessDenied", FatalError), ("SlowDown", RetryableError)])
+def test_s3_dead_letters_classify_like_the_archive(code: str, kind: type) -> None:
+    dl = S3DeadLetters(FailingS3(code), "bucket", "dead/")  # type: ignore[arg-type]
+    dl.park(RecordError("bad", where="f:1", payload={}))
+    with pytest.raises(kind):
+        dl.flush()
+    assert dl.pending  # kept for the next attempt (or for nobody, when the worker stops)
