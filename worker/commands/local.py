@@ -28,6 +28,13 @@ def add_parser(sub: Any) -> None:
         "enabled: they are backfilled while the fixtures are written to the table, and the sinks are fed from it",
     )
     p.add_argument("--table-key", metavar="NAME[:T][,SORT[:T]]", help="the source table's key (default: the fixtures')")
+    p.add_argument(
+        "--opensearch",
+        choices=("osmem", "embedded"),
+        default="osmem",
+        help="search engine when search.url is empty: osmem-server (fast, default) or a real OpenSearch 2.x node "
+        "(opensearch-node/, built by `bash .ci/dev build`)",
+    )
     p.set_defaults(run=run)
 
 
@@ -49,14 +56,17 @@ def run(args: argparse.Namespace) -> int:
         from worker.sources.table_items import read_items
 
         items = list(read_items(args.table_items))
+    engines: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
-        cfg = _with_emulators(cfg, stack, source_table=items is not None)
+        cfg = _with_emulators(cfg, stack, engines, args.opensearch, source_table=items is not None)
         if items is not None:
             from worker.commands.local_items import execute_with_items
 
             report = execute_with_items(cfg, fixtures, items, args.table_key, stack=stack, report_of=report_of)
         else:
             report = execute(cfg, fixtures)
+    if engines:
+        report["engines"] = {**report.get("engines", {}), **engines}
     if args.json:
         import orjson
 
@@ -106,9 +116,11 @@ def report_of(pipeline: Pipeline, stopped: str | None) -> dict[str, Any]:
     return report
 
 
-def _with_emulators(cfg: Any, stack: contextlib.ExitStack, *, source_table: bool = False) -> Any:
-    """Start moto / osmem-server for whatever has no endpoint configured."""
-    from worker.emulators import fake_aws_credentials, start_moto, start_osmem
+def _with_emulators(
+    cfg: Any, stack: contextlib.ExitStack, engines: dict[str, Any], opensearch: str, *, source_table: bool = False
+) -> Any:
+    """Start moto / the search engine for whatever has no endpoint configured; ``engines`` gets their names."""
+    from worker.emulators import fake_aws_credentials, search_engine, start_moto, start_opensearch, start_osmem
     from worker.sinks import registry
 
     needed = registry.emulators(cfg)
@@ -119,9 +131,18 @@ def _with_emulators(cfg: Any, stack: contextlib.ExitStack, *, source_table: bool
         stack.callback(moto.stop)
         cfg = dataclasses.replace(cfg, aws=dataclasses.replace(cfg.aws, endpoint_url=moto.url))
     if "opensearch" in needed and not cfg.search.url:
-        server = start_osmem()
-        stack.callback(server.close)
-        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, url=server.url))
+        if opensearch == "embedded":
+            node = start_opensearch()
+            stack.callback(node.stop)
+            url = node.url
+        else:
+            server = start_osmem()
+            stack.callback(server.close)
+            url = server.url
+        engines["search"] = search_engine(
+            url, "embedded OpenSearch node" if opensearch == "embedded" else "osmem-server"
+        )
+        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, url=url))
     return cfg
 
 
@@ -140,6 +161,8 @@ def render(report: dict[str, Any], fixtures: list[str], deadletters: str) -> str
         )
     if report.get("stopped"):
         out.append(f"  STOPPED: {report['stopped']}")
+    for role, engine in report.get("engines", {}).items():
+        out.append(f"  {role} engine: " + ", ".join(f"{k} {v}" for k, v in engine.items()))
     from worker.sinks import registry
 
     for name in registry.SINKS:
