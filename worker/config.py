@@ -189,6 +189,10 @@ class KclSection:
     checkpoint_retries: int = 10  # throttled checkpoints, with backoff (pipeline.retry_*_seconds)
     metrics_dir: str = ""  # shard processes' metric files; default $WORKER_METRICS_DIR or a temp dir
     stall_seconds: float = 600.0  # /readyz fails when a batch has been in flight this long
+    # KCL 3's worker metrics (CPU of the host, for lease balancing) probe EC2 instance metadata at
+    # start-up. Rendered as `disableWorkerMetrics`; true for local runs and tests (never probe there),
+    # false by default in production where KCL balances leases on them (EC2, ECS and EKS hosts).
+    disable_worker_metrics: bool = False
     # Extra KCL multilang properties, verbatim (failoverTimeMillis, maxLeasesForWorker, ...).
     properties: dict[str, Any] = field(default_factory=dict)
 

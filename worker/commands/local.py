@@ -35,6 +35,12 @@ def add_parser(sub: Any) -> None:
         help="search engine when search.url is empty: osmem-server (fast, default) or a real OpenSearch 2.x node "
         "(opensearch-node/, built by `bash .ci/dev build`)",
     )
+    p.add_argument(
+        "--engine",
+        choices=("direct", "kcl"),
+        default="direct",
+        help="direct: fixtures straight into the pipeline; kcl: through a moto stream and `worker daemon` (Java)",
+    )
     p.set_defaults(run=run)
 
 
@@ -60,9 +66,16 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         cfg = _with_emulators(cfg, stack, engines, args.opensearch, source_table=items is not None)
         if items is not None:
+            if args.engine == "kcl":
+                raise ConfigError("--table-items", "not yet with --engine kcl (direct engine only)")
             from worker.commands.local_items import execute_with_items
 
             report = execute_with_items(cfg, fixtures, items, args.table_key, stack=stack, report_of=report_of)
+        elif args.engine == "kcl":
+            from worker.runtime import local_engine
+
+            config_path = str(Path(path).resolve()) if path else None
+            report = local_engine.execute(cfg, fixtures, config_path=config_path, stack=stack, progress=sys.stderr)
         else:
             report = execute(cfg, fixtures)
     if engines:
@@ -107,6 +120,7 @@ def report_of(pipeline: Pipeline, stopped: str | None) -> dict[str, Any]:
         "kinds": {k: stats.kinds.get(k, 0) for k in ("INSERT", "MODIFY", "REMOVE")},
         "changes": dict(sorted(stats.changes.items())),
         "deadletters": stats.deadletters,
+        "engines": {"stream": "direct"},
     }
     if stopped:
         report["stopped"] = stopped
@@ -159,10 +173,13 @@ def render(report: dict[str, Any], fixtures: list[str], deadletters: str) -> str
             f" backfill: {b['scanned']} scanned, {b['changed_during_scan']} changed during the scan,"
             f" {b['snapshot_records']} snapshot records, {b['consumed_rcu']} RCU"
         )
+    if report.get("leases"):
+        out.append("  leases: " + ", ".join(f"{k} at {v}" for k, v in report["leases"].items()))
     if report.get("stopped"):
         out.append(f"  STOPPED: {report['stopped']}")
     for role, engine in report.get("engines", {}).items():
-        out.append(f"  {role} engine: " + ", ".join(f"{k} {v}" for k, v in engine.items()))
+        text = ", ".join(f"{k} {v}" for k, v in engine.items()) if isinstance(engine, dict) else str(engine)
+        out.append(f"  {role} engine: {text}")
     from worker.sinks import registry
 
     for name in registry.SINKS:
