@@ -1,4 +1,4 @@
-"""``python -m bench [pipeline|aggregates|search|archive|footprint|all] [args]``.
+"""``python -m bench [pipeline|aggregates|search|archive|footprint|backfill|all] [args]``.
 
 Each benchmark is a module ``bench.<name>`` exposing ``main(argv)``; it is
 imported only when asked for, so one benchmark's dependencies never slow down
@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 import sys
 
-BENCHMARKS = ("pipeline", "aggregates", "search", "archive", "footprint")
+BENCHMARKS = ("pipeline", "aggregates", "search", "archive", "footprint", "backfill")
 
 
 def available() -> list[str]:

@@ -27,6 +27,7 @@ COMMANDS = [
     "replay",
     "fixtures",
     "kcl",
+    "backfill",
 ]
 
 DESCRIPTION = """\

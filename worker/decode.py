@@ -100,6 +100,10 @@ def decode_mapping(obj: Any, *, where: str, shard_id: str | None = None) -> Stre
         raise fail("dynamodb.SizeBytes", f"must be an integer, got {size!r}")
     stamp = ddb.get("ApproximateCreationDateTime")
     created = arrival_time() if stamp is None else _timestamp(stamp, fail)
+    snapshot = obj.get("snapshot")
+    at = snapshot.get("at") if isinstance(snapshot, Mapping) else None
+    if snapshot is not None and not (isinstance(at, str) and at.isdigit()):
+        raise fail("snapshot.at", f"a snapshot record needs its position as a decimal string, got {at!r}")
     return StreamRecord(
         event_name=event,
         sequence_number=seq,
@@ -116,6 +120,7 @@ def decode_mapping(obj: Any, *, where: str, shard_id: str | None = None) -> Stre
         _new=new,
         _original=obj,
         created_at_is_arrival=stamp is None,
+        snapshot_at=at,
     )
 
 
@@ -142,6 +147,7 @@ class _WireRecord(msgspec.Struct, gc=False):
     userIdentity: Any = None
     tableName: Any = None
     eventSourceARN: Any = None
+    snapshot: Any = None  # a snapshot record (worker.sources.snapshot): decoded by the general path
 
 
 _read_wire = msgspec.json.Decoder(_WireRecord).decode
@@ -166,7 +172,7 @@ def _decode_text(text: bytes | str, where: str, shard_id: str | None) -> StreamR
     except msgspec.DecodeError:
         return None
     ddb = wire.dynamodb
-    if ddb is None or ddb.Keys is None:
+    if ddb is None or ddb.Keys is None or wire.snapshot is not None:
         return None
     name, seq, view, size = wire.eventName, ddb.SequenceNumber, ddb.StreamViewType, ddb.SizeBytes
     event = _EVENTS.get(name) if type(name) is str else None

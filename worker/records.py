@@ -127,10 +127,24 @@ class StreamRecord:
     _changes: tuple[Any, ...] | None = field(default=None, repr=False)
     _names: tuple[str, ...] | None = field(default=None, repr=False)
     created_at_is_arrival: bool = False  # no ApproximateCreationDateTime: created_at is when it was decoded
+    # A snapshot record (a backfill's synthetic INSERT, see worker.sources.backfill): the
+    # stream position its state sits at, as a decimal string; None for a stream record.
+    snapshot_at: str | None = None
 
     @cached_property
     def sequence(self) -> int:
         return int(self.sequence_number)
+
+    @cached_property
+    def item_sequence(self) -> int:
+        """Where this record's state sits among its item's changes, for sinks that order per item.
+
+        A stream record's own sequence number; a snapshot record's ``snapshot_at`` (the
+        position the snapshot was taken at, below every change after it), while its
+        ``sequence`` orders it within its snapshot pseudo-shard (for per-shard marks).
+        """
+        at = self.snapshot_at
+        return self.sequence if at is None else int(at)
 
     @cached_property
     def keys(self) -> Item:

@@ -269,7 +269,8 @@ def test_print_properties_renders_without_starting_anything(tmp_path: Path) -> N
 def test_kcl_property_options_win_and_a_malformed_one_names_the_option(tmp_path: Path) -> None:
     cfg = tmp_path / "w.toml"
     cfg.write_text(
-        f'[worker]\ntable = "Orders"\n[kcl]\nstream_arn = "{STREAM_ARN}"\nproperties = {{ failoverTimeMillis = 9000 }}\n'
+        f'[worker]\ntable = "Orders"\n[kcl]\nstream_arn = "{STREAM_ARN}"\n'
+        "properties = { failoverTimeMillis = 9000 }\n"
     )
     base = [sys.executable, "-m", "worker", "daemon", "--config", str(cfg), "--print-properties"]
     run = subprocess.run(

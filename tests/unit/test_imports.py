@@ -120,4 +120,6 @@ def test_nothing_imports_a_command_and_sinks_never_import_sources():
 
 def test_only_the_fixture_recorder_uses_the_development_poller():
     users = {name for name, deps in GRAPH.items() if "worker.sources.poller" in deps}
-    assert users <= {"worker.commands.fixtures"}
+    # The backfill reads the stream once from its beginning (its change index); local runs with
+    # --table-items consume the emulated stream with it.
+    assert users <= {"worker.commands.fixtures", "worker.sources.backfill", "worker.commands.local_items"}

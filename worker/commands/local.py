@@ -8,7 +8,10 @@ import contextlib
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.pipeline import Pipeline
 
 
 def add_parser(sub: Any) -> None:
@@ -28,6 +31,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--fixtures", nargs="+", metavar="PATH", help="fixture files (default: [local] fixtures)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    p.add_argument(
+        "--table-items",
+        metavar="FILE",
+        help="items (DynamoDB JSON, one per line) loaded into the emulated source table before its stream is "
+        "enabled: they are backfilled while the fixtures are written to the table, and the sinks are fed from it",
+    )
+    p.add_argument("--table-key", metavar="NAME[:T][,SORT[:T]]", help="the source table's key (default: the fixtures')")
     p.add_argument(
         "--opensearch",
         choices=("osmem", "embedded"),
@@ -56,10 +66,21 @@ def run(args: argparse.Namespace) -> int:
     for f in fixtures:
         if not Path(f).is_file():
             raise ConfigError("--fixtures", f"not a file: {f}")
+    items = None
+    if args.table_items:  # read (and checked) before any emulator starts
+        from worker.sources.table_items import read_items
+
+        items = list(read_items(args.table_items))
     engines: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
-        cfg = _with_emulators(cfg, stack, engines, args.opensearch)
-        if args.engine == "kcl":
+        cfg = _with_emulators(cfg, stack, engines, args.opensearch, source_table=items is not None)
+        if items is not None:
+            if args.engine == "kcl":
+                raise ConfigError("--table-items", "not yet with --engine kcl (direct engine only)")
+            from worker.commands.local_items import execute_with_items
+
+            report = execute_with_items(cfg, fixtures, items, args.table_key, stack=stack, report_of=report_of)
+        elif args.engine == "kcl":
             from worker.runtime import local_engine
 
             given = config_path_of(args)
@@ -84,7 +105,6 @@ def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
 
     from worker.app import build_pipeline
     from worker.pipeline import StopProcessing
-    from worker.sinks import Reporting
     from worker.sources import fixtures as fixture_source
 
     pipeline = build_pipeline(cfg, provision=True)
@@ -95,6 +115,15 @@ def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
     except StopProcessing as exc:
         stopped = str(exc)
         structlog.get_logger("worker.local").error("stopped", error=stopped)
+    report = report_of(pipeline, stopped)
+    pipeline.close()
+    return report
+
+
+def report_of(pipeline: Pipeline, stopped: str | None) -> dict[str, Any]:
+    """The report: the pipeline's counters and each sink's own view of its target."""
+    from worker.sinks import Reporting
+
     stats = pipeline.stats
     report: dict[str, Any] = {
         "records": stats.records,
@@ -108,17 +137,18 @@ def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
     for sink in pipeline.sinks:
         if isinstance(sink, Reporting) and not stopped:
             report[sink.name] = sink.report()
-    pipeline.close()
     return report
 
 
-def _with_emulators(cfg: Any, stack: contextlib.ExitStack, engines: dict[str, Any], opensearch: str) -> Any:
+def _with_emulators(
+    cfg: Any, stack: contextlib.ExitStack, engines: dict[str, Any], opensearch: str, *, source_table: bool = False
+) -> Any:
     """Start moto / the search engine for whatever has no endpoint configured; ``engines`` gets their names."""
     from worker.emulators import fake_aws_credentials, search_engine, start_moto, start_opensearch, start_osmem
     from worker.sinks import registry
 
     needed = registry.emulators(cfg)
-    needs_aws = "aws" in needed or cfg.deadletter.url.startswith("s3://")
+    needs_aws = source_table or "aws" in needed or cfg.deadletter.url.startswith("s3://")
     if needs_aws and not cfg.aws.endpoint_url:
         stack.enter_context(fake_aws_credentials())
         moto = start_moto()
@@ -146,6 +176,13 @@ def render(report: dict[str, Any], fixtures: list[str], deadletters: str) -> str
     out.append("  records: " + ", ".join(f"{k} {v}" for k, v in report["kinds"].items()))
     out.append("  changes: " + (", ".join(f"{k} {v}" for k, v in report["changes"].items()) or "none"))
     out.append(f"  dead letters: {report['deadletters']}" + (f" (in {deadletters})" if report["deadletters"] else ""))
+    if "backfill" in report:
+        b = report["backfill"]
+        out.append(
+            f"  table: {b['items_loaded']} items loaded, {b['final_items']} at the end;"
+            f" backfill: {b['scanned']} scanned, {b['changed_during_scan']} changed during the scan,"
+            f" {b['snapshot_records']} snapshot records, {b['consumed_rcu']} RCU"
+        )
     if report.get("leases"):
         out.append("  leases: " + ", ".join(f"{k} at {v}" for k, v in report["leases"].items()))
     if report.get("stopped"):

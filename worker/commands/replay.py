@@ -314,6 +314,8 @@ def render(summary: Summary) -> str:
         lines.append("  WARNING: no archive objects in this range: nothing was replayed")
     if summary.rebuild:
         lines.append(f"  rebuilt aggregates: {', '.join(summary.rebuild)}")
+    if summary.snapshot:
+        lines.append(f"  started from snapshot {summary.snapshot} (records from its position on)")
     lines.append(f"  sinks: {', '.join(summary.sinks) or 'none'}")
     if summary.parked:
         where = "reported only (dry run)" if summary.dry_run else "parked in the dead letters"

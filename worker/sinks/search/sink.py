@@ -47,6 +47,11 @@ per-process counters (Data Prepper's ``epoch seconds * 10^6 + counter``,
 reset on every restart and child shard) give a newer change a smaller version
 and lose it silently.
 
+*Snapshot records* (a backfill's synthetic INSERTs, :mod:`worker.sources.backfill`)
+are ordered by :attr:`~worker.records.StreamRecord.item_sequence`: the position
+the snapshot was taken at, below every stream record of the item, so any live
+write wins over a snapshot image whichever arrives first.
+
 *Why deletes stay deleted:* a delete is a tombstone *document* carrying its
 sequence number, not an engine delete. Engine tombstones are
 garbage-collected after ``index.gc_deletes`` (60 s), after which an external
@@ -183,7 +188,7 @@ class SearchSink:
             raise image_missing(change, "new", NAME)
         doc = doc_id(change.key)
         held = self._pending.get(doc)
-        if held is None or change.record.sequence >= held.change.record.sequence:
+        if held is None or change.record.item_sequence >= held.change.record.item_sequence:
             self._pending[doc] = _Pending(change)
 
     def flush(self) -> Sequence[RecordError]:
@@ -263,7 +268,7 @@ class SearchSink:
         lines: dict[str, bytes] = {}
         for doc, cur in zip(chunk, current, strict=True):
             held = self._pending[doc]
-            seq = held.change.record.sequence
+            seq = held.change.record.item_sequence
             if cur.get("found"):
                 stored = stored_seq(cur.get("_source"), self.meta)
                 if stored is not None and stored >= seq:
@@ -302,7 +307,7 @@ class SearchSink:
         return list(zip(docs, items, strict=True))
 
     def _body(self, change: Change) -> bytes:
-        seq = change.record.sequence
+        seq = change.record.item_sequence
         kind = change.kind
         if kind is ChangeKind.REMOVE or (kind is ChangeKind.TTL_EXPIRE and self.section.ttl_policy == "delete"):
             return self.projection.tombstone(seq)

@@ -30,7 +30,10 @@ What it guarantees:
   once, however long ago the aggregate sink's per-shard bookkeeping forgot the
   shards. Stop the live workers for that table meanwhile (or rebuild into a
   new table and switch): two writers of one shard would defeat its high-water
-  marks.
+  marks. When the archive holds snapshots (``worker backfill``), the rebuild
+  starts from the latest one taken at or before ``--since`` (else the latest
+  before ``--until``) and replays the records from its position on, leaving the
+  other snapshots out: state older than the stream's 24 hours is rebuilt too.
 """
 
 from worker.sources.replay.driver import Options, Progress, Replay, Summary

@@ -16,6 +16,7 @@ from worker import archive
 from worker.errors import RecordError
 from worker.pipeline import Pipeline, Position, StopProcessing
 from worker.records import StreamRecord
+from worker.sources import snapshot
 from worker.sources.replay.state import State, iso
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class Summary:
     misplaced: list[str] = field(default_factory=list)
     seconds: float = 0.0
     complete: bool = False
+    snapshot: str | None = None  # --rebuild: the snapshot it started from (worker.sources.snapshot)
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -149,6 +151,7 @@ class Replay:
             list(opts.rebuild),
         )
         self.listed: list[archive.ArchivedObject] = []
+        self.since = opts.since  # a rebuild from a snapshot starts at the snapshot's position
 
     def list(self) -> None:
         """The tables and the objects of the range (partition pruning)."""
@@ -159,9 +162,21 @@ class Replay:
             summary.ignored_keys.append(key)
             self.log.warning("not an archive object; ignored", key=f"s3://{opts.bucket}/{key}")
 
+        if opts.rebuild:  # from the latest snapshot at or before the range, other snapshots left out
+            base = snapshot.rebuild_base(
+                self.s3, opts.bucket, opts.prefix, summary.tables, since=opts.since, until=opts.until
+            )
+            if base is not None:
+                self.since, summary.snapshot, summary.since = base.taken, base.stream, iso(base.taken)
         self.listed = archive.list_objects(
-            self.s3, opts.bucket, opts.prefix, summary.tables, since=opts.since, until=opts.until, ignored=ignored
+            self.s3, opts.bucket, opts.prefix, summary.tables, since=self.since, until=opts.until, ignored=ignored
         )
+        if opts.rebuild:
+            self.listed = [
+                o
+                for o in self.listed
+                if not snapshot.is_snapshot_stream(o.name.stream) or o.name.stream == summary.snapshot
+            ]
         summary.objects["listed"] = len(self.listed)
         if not self.listed:
             self.log.warning(
@@ -236,7 +251,7 @@ class Replay:
                 done = int(state.streams[sid]) if sid in state.streams else -1
                 for ev in archive.merge(objs, loader.get, merge_stats):
                     if isinstance(ev, StreamRecord):
-                        if not opts.since <= ev.created_at < opts.until:
+                        if not self.since <= ev.created_at < opts.until:
                             records["outside_range"] += 1
                         elif ev.sequence <= done:
                             records["already_done"] += 1
