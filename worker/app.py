@@ -62,5 +62,7 @@ def build_pipeline(
         deadletters if deadletters is not None else build_deadletters(cfg, provision=provision),
         retry=retry or RetryPolicy(attempts=p.retry_attempts, base=p.retry_base_seconds, cap=p.retry_max_seconds),
         max_batch_records=p.max_batch_records,
+        flush_interval=p.flush_interval,
+        commit_interval=p.commit_interval,
         log=log,
     )

@@ -58,7 +58,9 @@ class AwsSection:
 
 @dataclass(frozen=True)
 class PipelineSection:
-    max_batch_records: int = 1000  # flush (and checkpoint) at least every N records
+    max_batch_records: int = 1000  # flush a size-flushed sink (aggregates, search) every N records...
+    flush_interval: float = 1.0  # ... or when its oldest unflushed record is this many seconds old
+    commit_interval: float = 5.0  # checkpoint what every sink made durable at most this often
     retry_attempts: int = 8  # per flush, before stopping the worker
     retry_base_seconds: float = 0.1
     retry_max_seconds: float = 20.0
@@ -66,6 +68,10 @@ class PipelineSection:
     def validate(self, prefix: str) -> None:
         _positive(self.max_batch_records, f"{prefix}.max_batch_records")
         _positive(self.retry_attempts, f"{prefix}.retry_attempts")
+        if self.flush_interval < 0:
+            raise ConfigError(f"{prefix}.flush_interval", "must be >= 0 seconds")
+        if self.commit_interval < 0:
+            raise ConfigError(f"{prefix}.commit_interval", "must be >= 0 seconds")
         if self.retry_base_seconds < 0 or self.retry_max_seconds < self.retry_base_seconds:
             raise ConfigError(f"{prefix}.retry_max_seconds", "must be >= retry_base_seconds >= 0")
 
@@ -170,8 +176,8 @@ class ArchiveSection:
             raise ConfigError(f"{prefix}.prefix", f"must end with '/' and not start with one, got {self.prefix!r}")
         _positive(self.max_records, f"{prefix}.max_records")
         _positive(self.max_bytes, f"{prefix}.max_bytes")
-        if self.max_age_seconds <= 0:
-            raise ConfigError(f"{prefix}.max_age_seconds", f"must be > 0, got {self.max_age_seconds}")
+        if self.max_age_seconds < 0:  # 0: an object per commit tick
+            raise ConfigError(f"{prefix}.max_age_seconds", f"must be >= 0, got {self.max_age_seconds}")
         if not 1 <= self.compress_level <= 9:
             raise ConfigError(f"{prefix}.compress_level", f"must be 1..9, got {self.compress_level}")
 

@@ -118,6 +118,7 @@ class ShardMetricsFile:
             deadletters=stats.deadletters,
             flushes=stats.flushes,
             sink_seconds=dict(stats.sink_seconds),
+            unflushed_age=dict(getattr(stats, "unflushed_age", {})),
         )
         self.write()
 
@@ -171,6 +172,7 @@ class ShardView:
     trim_hours_left: float | None
     checkpoint: dict[str, Any] | None
     last_batch_at: float | None
+    unflushed_age: dict[str, float] = field(default_factory=dict)  # per sink, at the last snapshot
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,7 @@ def _view(snap: dict[str, Any], now: float) -> ShardView:
         trim_hours_left=hours,
         checkpoint=snap.get("checkpoint"),
         last_batch_at=snap.get("last_batch_at"),
+        unflushed_age=dict(snap.get("unflushed_age") or {}),
     )
 
 
@@ -335,6 +338,16 @@ def render(snapshot: Snapshot, *, launcher_up: bool) -> bytes:
         "ApproximateCreationDateTime of the checkpointed record",
         lambda s: (s.checkpoint or {}).get("created"),
     )
+
+    fresh = GaugeMetricFamily(
+        "worker_sink_unflushed_age_seconds",
+        "Per sink, age of its oldest record not yet durable (at the shard's last snapshot)",
+        labels=["shard", "sink"],
+    )
+    for s in snapshot.shards:
+        for sink, age in sorted(s.unflushed_age.items()):
+            fresh.add_metric([s.shard, sink], age)
+    families.append(fresh)
 
     class _Static:
         def collect(self) -> Iterator[Any]:

@@ -61,8 +61,8 @@ class _Capture:
         pass
 
 
-def processor(sink: MemorySink, retries: int = 3) -> ShardProcessor:
-    pipeline = Pipeline([sink], MemoryDeadLetters(), retry=RetryPolicy(attempts=2, sleep=no_sleep))
+def processor(sink: MemorySink, retries: int = 3, **intervals: float) -> ShardProcessor:
+    pipeline = Pipeline([sink], MemoryDeadLetters(), retry=RetryPolicy(attempts=2, sleep=no_sleep), **intervals)
     p = ShardProcessor(pipeline, checkpoint_retry=RetryPolicy(attempts=retries, sleep=no_sleep), die=die)
     p.initialize(
         messages.InitializeInput(
@@ -114,7 +114,7 @@ def test_checkpoint_retries_then_dies_on_an_unknown_error() -> None:
 
 def test_lease_lost_drops_pending_work_and_closes() -> None:
     sink = MemorySink()
-    p = processor(sink)
+    p = processor(sink, flush_interval=60)
     p.pipeline.add(
         [RawRecord(payload=shapes.build("INSERT", {"id": "x"}, new={"id": "x"}), where="f:1", shard_id=SHARD)]
     )
@@ -126,12 +126,12 @@ def test_lease_lost_drops_pending_work_and_closes() -> None:
 
 def test_the_checkpoint_is_the_position_the_pipeline_reports_durable() -> None:
     class Reporting(Pipeline):
-        """A real pipeline whose flush reports an older position than the batch's last record."""
+        """A real pipeline whose commit reports an older position than the batch's last record."""
 
         reported: str = ""
 
-        def flush(self) -> Any:
-            position = super().flush()
+        def commit(self, *, force: bool = False) -> Any:
+            position = super().commit(force=force)
             return type(position)({SHARD: self.reported})
 
     recs = records(3)
