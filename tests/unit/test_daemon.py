@@ -169,6 +169,7 @@ class FakeStats:
         self.deadletters = 2
         self.flushes = 3
         self.sink_seconds = Counter({"aggregates": 0.5})
+        self.unflushed_age = {"aggregates": 0.25, "archive": 42.0}
 
 
 class Clock:
@@ -261,6 +262,8 @@ def test_exposition_parses_and_names_every_metric(tmp_path: Path) -> None:
     assert got[("worker_last_checkpoint_record_timestamp_seconds", shard)] == clock.t - 5
     assert got[("worker_launcher_up", ())] == 1
     assert got[("worker_shard_processes", ())] == 1
+    assert got[("worker_sink_unflushed_age_seconds", (*shard, ("sink", "archive")))] == 42.0
+    assert got[("worker_sink_unflushed_age_seconds", (*shard, ("sink", "aggregates")))] == 0.25
 
 
 def test_health_and_readiness(tmp_path: Path) -> None:
