@@ -121,7 +121,7 @@ class Pipeline:
         self._ordinal = 0  # records added so far
         self._positions: deque[tuple[int, str, str]] = deque()  # (ordinal, shard, sequence), not yet reported
         self._sinks = [_SinkState(sink) for sink in self.sinks]
-        self._last_commit = clock()
+        self._last_commit = float("-inf")  # the first commit is not held back
         if self.retry.on_retry is None:
             self.retry.on_retry = self._on_retry
 
@@ -203,8 +203,8 @@ class Pipeline:
     def commit(self, *, force: bool = False) -> Position:
         """The positions every sink has made durable since the last report.
 
-        At most once per ``commit_interval`` (an empty position otherwise) unless
-        ``force``. Flushes the dead letters first, so a parked record is durable
+        At most once per ``commit_interval`` (an empty position otherwise; the
+        first call is never held back) unless ``force``. Flushes the dead letters first, so a parked record is durable
         before its position is reported.
         """
         now = self.clock()

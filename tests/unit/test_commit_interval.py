@@ -85,6 +85,7 @@ def test_nothing_is_reported_before_the_commit_interval() -> None:
     clock, sink = Clock(), MemorySink()
     p = make(sink, clock=clock)
     p.add(batch(3))
+    assert not p.commit()  # the first commit: nothing durable yet (not due: 0 s old)
     clock.now = 2.0
     p.add(batch(2, start=4))  # the sink is due (oldest record 2 s old): flushed, but not yet reported
     assert len(sink.flushed) == 5
