@@ -28,11 +28,14 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README* ./
 COPY worker ./worker
-# amazon-kclpy's own build may download KCL jars from Maven Central; they are not used
-# (the launcher's jars from stage 1 are), so they are removed to keep the image small.
-RUN pip install . \
- && python -c "import amazon_kclpy, pathlib, shutil; \
-shutil.rmtree(pathlib.Path(amazon_kclpy.__file__).parent / 'jars', ignore_errors=True)"
+# amazon-kclpy: only its Python modules are used (the launcher's jars from stage 1 run KCL). Its
+# wheel build downloads KCL 3.5.3 jars from Maven Central and fails wherever one is missing, so it
+# is installed from its sdist without that step, exactly as .ci/dev does (keep the two in step).
+ARG KCLPY_VERSION=3.2.0
+RUN pip download --no-deps --no-binary :all: "amazon-kclpy==${KCLPY_VERSION}" -d /opt/venv/src \
+ && tar -xzf "/opt/venv/src/amazon_kclpy-${KCLPY_VERSION}.tar.gz" -C /opt/venv/src \
+ && pip install -e "/opt/venv/src/amazon_kclpy-${KCLPY_VERSION}" \
+ && pip install .
 
 # --- 3. runtime ---------------------------------------------------------------------------
 FROM ${JRE_IMAGE} AS jre

@@ -2,7 +2,8 @@
 
 Runs inside the worker image (boto3 is a dependency). Idempotent. Configuration by environment:
 BOOTSTRAP_TABLE (default Orders), BOOTSTRAP_BUCKETS (comma separated), DYNAMODB_ENDPOINT,
-S3_ENDPOINT, AWS_REGION.
+S3_ENDPOINT, AWS_REGION; with WORKER_CONFIG (and WORKER__AWS__ENDPOINT_URL) also the aggregates
+tables of that configuration.
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ def main() -> int:
             except Exception:  # noqa: BLE001 - missing (or not yet visible): create
                 s3.create_bucket(Bucket=bucket)
             print(f"bucket {bucket}: ready", file=sys.stderr)
+
+    # The aggregates tables of the worker's configuration (WORKER_CONFIG, with its WORKER__* overrides).
+    if os.environ.get("WORKER_CONFIG"):
+        from worker import config
+        from worker.app import build_sinks
+
+        for sink in build_sinks(config.load(os.environ["WORKER_CONFIG"]), only=["aggregates"], provision=True):
+            sink.close()
+        print("aggregates tables: ready", file=sys.stderr)
     return 0
 
 

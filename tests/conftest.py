@@ -1,4 +1,6 @@
-"""Shared fixtures: real emulators (moto in server mode, osmem-server) on loopback."""
+"""Shared fixtures: real emulators (moto in server mode, osmem-server) on loopback.
+
+The real OpenSearch node is started by ``tests/integration/conftest.py``."""
 
 from __future__ import annotations
 
@@ -13,17 +15,7 @@ for _k, _v in FAKE_CREDENTIALS.items():
     os.environ.setdefault(_k, _v)
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
-
-
-# The integration tier needs a real external server; it is collected only when one is named.
-INTEGRATION_SERVERS = ("OPENSEARCH_URL",)
-collect_ignore_glob = [] if any(os.environ.get(v) for v in INTEGRATION_SERVERS) else ["integration/*"]
-
-
-def pytest_report_header() -> str:
-    if collect_ignore_glob:
-        return "integration tier: not collected (set OPENSEARCH_URL to run it against a real cluster)"
-    return "integration tier: collected (OPENSEARCH_URL is set)"
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 
 @pytest.fixture(scope="session")

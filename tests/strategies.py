@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from hypothesis import strategies as st
 
+from worker.attributes import DYNAMODB_DIGITS, number_fault
+
 names = st.text(min_size=1, max_size=12)
-numbers = st.decimals(allow_nan=False, allow_infinity=False, places=None, min_value=-(10**20), max_value=10**20).map(
-    lambda d: Decimal(str(d))
+# Numbers DynamoDB holds: 38 significant digits at most, magnitudes in 1e-130..9.99e125 (or 0).
+numbers = (
+    st.decimals(allow_nan=False, allow_infinity=False, places=None, min_value=-(10**20), max_value=10**20)
+    .map(lambda d: Decimal(str(Context(prec=DYNAMODB_DIGITS).plus(d))))
+    .filter(lambda d: number_fault(d) is None)
 )
 scalars = st.one_of(
     st.text(max_size=20),

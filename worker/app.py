@@ -56,13 +56,31 @@ def build_pipeline(
     retry: RetryPolicy | None = None,
     log: Any = None,
 ) -> Pipeline:
+    retry = retry or retry_policy(cfg)
+    # Start-up (tables, bucket, index checks) retries like a flush: an endpoint that is
+    # briefly unreachable at start is waited for, within the same time budget.
+    if sinks is None:
+        sinks = retry.call(lambda: build_sinks(cfg, only=only, provision=provision), "start-up")
+    if deadletters is None:
+        deadletters = retry.call(lambda: build_deadletters(cfg, provision=provision), "start-up: dead letters")
     p = cfg.pipeline
     return Pipeline(
-        sinks if sinks is not None else build_sinks(cfg, only=only, provision=provision),
-        deadletters if deadletters is not None else build_deadletters(cfg, provision=provision),
-        retry=retry or RetryPolicy(attempts=p.retry_attempts, base=p.retry_base_seconds, cap=p.retry_max_seconds),
+        sinks,
+        deadletters,
+        retry=retry,
         max_batch_records=p.max_batch_records,
         flush_interval=p.flush_interval,
         commit_interval=p.commit_interval,
         log=log,
+    )
+
+
+def retry_policy(cfg: Config) -> RetryPolicy:
+    """The one failure budget of ``[pipeline]``: backoff within ``max_outage_seconds``."""
+    p = cfg.pipeline
+    return RetryPolicy(
+        attempts=p.retry_attempts,
+        base=p.retry_base_seconds,
+        cap=p.retry_max_seconds,
+        max_outage_seconds=p.max_outage_seconds,
     )

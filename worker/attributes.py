@@ -40,6 +40,30 @@ Item: TypeAlias = dict[str, Value]
 WireItem: TypeAlias = Mapping[str, Mapping[str, Any]]
 
 
+DYNAMODB_DIGITS = 38  # significant digits DynamoDB stores
+_MIN_ADJUSTED, _MAX_ADJUSTED = -130, 125  # |n| in [1e-130, 1e126): DynamoDB's number range
+
+
+def number_fault(d: Decimal) -> str | None:
+    """Why DynamoDB cannot hold ``d`` exactly (``None``: it can): not finite, more than
+    38 significant digits, or a magnitude outside 1e-130..9.99e125 (0 is allowed)."""
+    if not d.is_finite():
+        return "not finite"
+    if d.is_zero():
+        return None
+    significant = len(bytes(d.as_tuple().digits).rstrip(b"\0"))  # digits without trailing zeros
+    if significant > DYNAMODB_DIGITS:
+        return f"{significant} significant digits (DynamoDB keeps {DYNAMODB_DIGITS})"
+    if not _MIN_ADJUSTED <= d.adjusted() <= _MAX_ADJUSTED:
+        return "outside DynamoDB's range 1e-130..9.99e125"
+    return None
+
+
+def _plain(v: str) -> bool:
+    """A short plain number (at most 38 characters, no exponent): always within DynamoDB's limits."""
+    return len(v) <= DYNAMODB_DIGITS and "e" not in v and "E" not in v
+
+
 def _number(v: Any, path: str) -> Decimal:
     if not isinstance(v, str):
         raise RecordError(f"N must be a string, got {type(v).__name__}", field=path)
@@ -49,7 +73,15 @@ def _number(v: Any, path: str) -> Decimal:
         raise RecordError(f"N is not a number: {v!r}", field=path) from None
     if not d.is_finite():
         raise RecordError(f"N is not finite: {v!r}", field=path)
+    if not _plain(v):
+        fault = number_fault(d)
+        if fault is not None:
+            raise RecordError(f"N {_clip(v)}: {fault}", field=path)
     return d
+
+
+def _clip(v: str) -> str:
+    return v if len(v) <= 60 else f"{v[:57]}..."
 
 
 def _binary(v: Any, path: str) -> bytes:
@@ -66,7 +98,20 @@ def _binary(v: Any, path: str) -> bytes:
 def _string(v: Any, path: str) -> str:
     if not isinstance(v, str):
         raise RecordError(f"S must be a string, got {type(v).__name__}", field=path)
+    if not _utf8(v):
+        raise RecordError("S is not valid UTF-8 (a lone surrogate)", field=path)
     return v
+
+
+def _utf8(v: str) -> bool:
+    """True when ``v`` encodes to UTF-8 (no lone surrogates, which JSON escapes can carry)."""
+    if v.isascii():
+        return True
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _bool(v: Any, path: str) -> bool:
@@ -83,7 +128,13 @@ def _null(v: Any, path: str) -> None:
 def _map(v: Any, path: str) -> dict[str, Value]:
     if not isinstance(v, Mapping):
         raise RecordError(f"M must be an object, got {type(v).__name__}", field=path)
-    return {k: _checked(av, f"{path}.{k}") for k, av in v.items()}
+    return {_name(k, path): _checked(av, f"{path}.{k}") for k, av in v.items()}
+
+
+def _name(k: Any, path: str) -> str:
+    if not isinstance(k, str) or not _utf8(k):
+        raise RecordError(f"attribute name {k!r} is not valid UTF-8 text", field=path)
+    return k
 
 
 def _list(v: Any, path: str) -> list[Value]:
@@ -141,9 +192,13 @@ def decode_item(wire: Any, path: str) -> Item:
     if not isinstance(wire, Mapping):
         raise RecordError(f"image must be an object, got {type(wire).__name__}", field=path)
     try:
-        return {k: _fast(av) for k, av in wire.items()}
+        return {k: _fast(av) for k, av in wire.items() if _utf8(k) or _fail()}
     except Exception:  # see decode_value
-        return {k: _checked(av, f"{path}.{k}") for k, av in wire.items()}
+        return {_name(k, path): _checked(av, f"{path}.{k}") for k, av in wire.items()}
+
+
+def _fail() -> bool:
+    raise _NotFast
 
 
 Compare = Callable[[Value, Value, str, list[str]], None]
@@ -224,16 +279,16 @@ def _fast(av: Any) -> Value:
         raise _NotFast
     for tag, v in av.items():
         if tag == "S":
-            if type(v) is str:
+            if type(v) is str and _utf8(v):
                 return v
         elif tag == "N":
-            if type(v) is str:
+            if type(v) is str and _plain(v):
                 d = Decimal(v)
                 if d.is_finite():
                     return d
         elif tag == "M":
             if type(v) is dict:
-                return {k: _fast(x) for k, x in v.items()}
+                return {k: _fast(x) for k, x in v.items() if _utf8(k) or _fail()}
         elif tag == "L":
             if type(v) is list:
                 return [_fast(x) for x in v]
@@ -244,10 +299,10 @@ def _fast(av: Any) -> Value:
             if v is True:
                 return None
         elif tag == "SS":
-            if type(v) is list and all(type(x) is str for x in v):
+            if type(v) is list and all(type(x) is str and _utf8(x) for x in v):
                 return frozenset(v)
         elif tag == "NS":
-            if type(v) is list and all(type(x) is str for x in v):
+            if type(v) is list and all(type(x) is str and _plain(x) for x in v):
                 numbers = frozenset(map(Decimal, v))
                 if all(d.is_finite() for d in numbers):
                     return numbers

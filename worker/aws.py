@@ -70,11 +70,13 @@ def client(cfg: Config, service: str, **overrides: Any) -> Any:
 
     endpoint = cfg.aws.endpoint(service)
     boto_cfg = BotoConfig(
-        retries={"mode": "standard", "max_attempts": 3},
+        # One try per call: the pipeline's RetryPolicy retries within its time budget
+        # (pipeline.max_outage_seconds), so the two layers never multiply.
+        retries={"mode": "standard", "total_max_attempts": 1},
         # Account-scoped DynamoDB endpoints need an account id moto does not give.
         account_id_endpoint_mode="disabled",
-        connect_timeout=5,
-        read_timeout=30,
+        connect_timeout=cfg.aws.connect_timeout_seconds,
+        read_timeout=cfg.aws.read_timeout_seconds,
         max_pool_connections=16,
     )
     kwargs: dict[str, Any] = {"region_name": cfg.worker.region, "config": boto_cfg}
@@ -83,6 +85,24 @@ def client(cfg: Config, service: str, **overrides: Any) -> Any:
     kwargs.update(overrides)
     session: Any = boto3.session.Session()  # untyped on purpose: `service` is dynamic
     return session.client(service, **kwargs)
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The ``Retry-After`` header (seconds) of a botocore error's response, if the service sent one."""
+    response = getattr(exc, "response", None)
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) if isinstance(response, dict) else {}
+    value = headers.get("retry-after") if isinstance(headers, dict) else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def missing_credentials(exc: BaseException) -> bool:
+    """True for botocore's "no credentials" errors: a configuration problem, never retried."""
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+    return isinstance(exc, NoCredentialsError | PartialCredentialsError)
 
 
 def error_code(exc: BaseException) -> str:
@@ -95,10 +115,12 @@ def error_code(exc: BaseException) -> str:
 
 def classify_s3(exc: Exception, what: str) -> WorkerError:
     """An S3 error as the worker's error: missing bucket or no permission stops, the rest retries."""
+    if missing_credentials(exc):
+        return FatalError(f"{what}: no AWS credentials ({exc})")
     code = error_code(exc)
     if code in S3_FATAL_CODES:
         return FatalError(f"{what}: {code}: {exc}")
-    return RetryableError(f"{what}: {exc}")
+    return RetryableError(f"{what}: {exc}", retry_after=retry_after(exc))
 
 
 def classify_dynamodb(exc: Exception, what: str) -> Exception:
@@ -112,23 +134,44 @@ def classify_dynamodb(exc: Exception, what: str) -> Exception:
         code = error_code(exc)
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code in DYNAMODB_RETRYABLE_CODES or status >= 500:
-            return RetryableError(f"{what}: {code or status}: {exc}")
+            return RetryableError(f"{what}: {code or status}: {exc}", retry_after=retry_after(exc))
+        if code == "AccessDeniedException":
+            return FatalError(f"{what}: access denied (check the IAM policy): {exc}")
         if code == "ResourceNotFoundException":
             return FatalError(f"{what}: table not found (create it, or run locally with provisioning): {exc}")
         return FatalError(f"{what}: {code}: {exc}")
     if isinstance(exc, ConnectionError | HTTPClientError):
         return RetryableError(f"{what}: connection failed: {exc}")
+    if missing_credentials(exc):
+        return FatalError(f"{what}: no AWS credentials ({exc})")
     if isinstance(exc, BotoCoreError):
         return FatalError(f"{what}: {exc}")
     return exc
 
 
-def ensure_bucket(s3: S3Client, bucket: str) -> None:
-    """Create ``bucket`` if missing (local runs and tests only)."""
+def ensure_bucket(s3: S3Client, bucket: str, *, create: bool = True) -> None:
+    """Check that ``bucket`` exists and is ours to use; create it if missing when ``create``
+    (local runs and tests). Unreachable endpoints retry; missing, forbidden, no credentials stop."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         s3.head_bucket(Bucket=bucket)
-    except Exception:
+        return
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in ("403", "AccessDenied"):
+            raise FatalError(f"S3 bucket {bucket!r}: access denied (check the IAM policy)") from exc
+        if code not in ("404", "NoSuchBucket"):
+            raise classify_s3(exc, f"HeadBucket {bucket}") from exc
+        if not create:
+            raise FatalError(f"S3 bucket {bucket!r} does not exist") from exc
+    except BotoCoreError as exc:
+        raise classify_s3(exc, f"HeadBucket {bucket}") from exc
+    try:
         s3.create_bucket(Bucket=bucket)
+    except (ClientError, BotoCoreError) as exc:
+        if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise classify_s3(exc, f"CreateBucket {bucket}") from exc
 
 
 def split_s3_url(url: str) -> tuple[str, str]:

@@ -46,6 +46,12 @@ class AwsSection:
     dynamodb_endpoint_url: str = ""
     streams_endpoint_url: str = ""
     s3_endpoint_url: str = ""
+    connect_timeout_seconds: float = 5.0  # per call; botocore does not retry (the pipeline's budget does)
+    read_timeout_seconds: float = 30.0
+
+    def validate(self, prefix: str) -> None:
+        for key in ("connect_timeout_seconds", "read_timeout_seconds"):
+            _bounded(getattr(self, key), f"{prefix}.{key}", MAX_CALL_TIMEOUT_SECONDS)
 
     def endpoint(self, service: str) -> str | None:
         specific = {
@@ -61,13 +67,17 @@ class PipelineSection:
     max_batch_records: int = 1000  # flush a size-flushed sink (aggregates, search) every N records...
     flush_interval: float = 1.0  # ... or when its oldest unflushed record is this many seconds old
     commit_interval: float = 5.0  # checkpoint what every sink made durable at most this often
-    retry_attempts: int = 8  # per flush, before stopping the worker
+    max_outage_seconds: float = 900.0  # retry a failing sink this long (from its first failure), then stop
+    retry_attempts: int = 0  # an extra limit by count per call (0: none; the time budget decides)
     retry_base_seconds: float = 0.1
     retry_max_seconds: float = 20.0
 
     def validate(self, prefix: str) -> None:
         _positive(self.max_batch_records, f"{prefix}.max_batch_records")
-        _positive(self.retry_attempts, f"{prefix}.retry_attempts")
+        if self.retry_attempts < 0:
+            raise ConfigError(f"{prefix}.retry_attempts", f"must be >= 0 (0: no limit), got {self.retry_attempts}")
+        if not 0 < self.max_outage_seconds <= 7 * 24 * 3600:
+            raise ConfigError(f"{prefix}.max_outage_seconds", f"must be in (0, 604800], got {self.max_outage_seconds}")
         if self.flush_interval < 0:
             raise ConfigError(f"{prefix}.flush_interval", "must be >= 0 seconds")
         if self.commit_interval < 0:
@@ -149,8 +159,7 @@ class SearchSection:
             raise ConfigError(f"{prefix}.meta_field", "must be a non-empty top-level field name")
         if self.meta_field in self.rename.values():
             raise ConfigError(f"{prefix}.rename", f"must not rename onto meta_field {self.meta_field!r}")
-        if self.timeout_seconds <= 0:
-            raise ConfigError(f"{prefix}.timeout_seconds", "must be > 0")
+        _bounded(self.timeout_seconds, f"{prefix}.timeout_seconds", MAX_CALL_TIMEOUT_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -195,6 +204,10 @@ class KclSection:
     checkpoint_retries: int = 10  # throttled checkpoints, with backoff (pipeline.retry_*_seconds)
     metrics_dir: str = ""  # shard processes' metric files; default $WORKER_METRICS_DIR or a temp dir
     stall_seconds: float = 600.0  # /readyz fails when a batch has been in flight this long
+    # KCL 3's worker metrics (CPU of the host, for lease balancing) probe EC2 instance metadata at
+    # start-up. Rendered as `disableWorkerMetrics`; true for local runs and tests (never probe there),
+    # false by default in production where KCL balances leases on them (EC2, ECS and EKS hosts).
+    disable_worker_metrics: bool = False
     # Extra KCL multilang properties, verbatim (failoverTimeMillis, maxLeasesForWorker, ...).
     properties: dict[str, Any] = field(default_factory=dict)
 
@@ -377,6 +390,14 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
+
+
+MAX_CALL_TIMEOUT_SECONDS = 300.0  # one call may hang this long at most, whatever the configuration
+
+
+def _bounded(v: float, key: str, most: float) -> None:
+    if not 0 < v <= most:
+        raise ConfigError(key, f"must be in (0, {most:g}] seconds, got {v}")
 
 
 def _positive(v: int, key: str) -> None:

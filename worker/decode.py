@@ -98,7 +98,8 @@ def decode_mapping(obj: Any, *, where: str, shard_id: str | None = None) -> Stre
     size = ddb.get("SizeBytes")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
         raise fail("dynamodb.SizeBytes", f"must be an integer, got {size!r}")
-    created = _timestamp(ddb.get("ApproximateCreationDateTime"), fail)
+    stamp = ddb.get("ApproximateCreationDateTime")
+    created = arrival_time() if stamp is None else _timestamp(stamp, fail)
     return StreamRecord(
         event_name=event,
         sequence_number=seq,
@@ -114,6 +115,7 @@ def decode_mapping(obj: Any, *, where: str, shard_id: str | None = None) -> Stre
         _old=old,
         _new=new,
         _original=obj,
+        created_at_is_arrival=stamp is None,
     )
 
 
@@ -157,6 +159,8 @@ def _decode_text(text: bytes | str, where: str, shard_id: str | None) -> StreamR
     a multilang envelope, invalid JSON or any malformed field returns ``None``,
     so that the general path parses the text and names the error.
     """
+    if not _valid_utf8(text):
+        return None  # the general path names the error (orjson refuses invalid UTF-8)
     try:
         wire = _read_wire(text)
     except msgspec.DecodeError:
@@ -173,7 +177,9 @@ def _decode_text(text: bytes | str, where: str, shard_id: str | None) -> StreamR
         return None
     stamp = ddb.ApproximateCreationDateTime
     created = _STAMPS.get(stamp) if type(stamp) is int else None  # many records share a second
-    if created is None:
+    if stamp is None:
+        created = arrival_time()
+    elif created is None:
         try:
             created = _timestamp(stamp, _no_record)
         except RecordError:
@@ -206,6 +212,7 @@ def _decode_text(text: bytes | str, where: str, shard_id: str | None) -> StreamR
         _text=text,
         _changes=changes,
         _names=names,
+        created_at_is_arrival=stamp is None,
     )
 
 
@@ -264,6 +271,25 @@ def _timestamp(v: Any, fail: Any) -> dt.datetime:
         except (OverflowError, OSError, ValueError):
             raise fail(fld, f"timestamp out of range: {v!r}") from None
     raise fail(fld, f"missing or not a timestamp: {v!r}")
+
+
+def arrival_time() -> dt.datetime:
+    """Now, in whole seconds: the time of a record that carries no creation time."""
+    return dt.datetime.now(UTC).replace(microsecond=0)
+
+
+def _valid_utf8(text: bytes | str) -> bool:
+    """Whether the text is valid UTF-8 (msgspec leaves raw slices unchecked; ASCII is the fast case)."""
+    if text.isascii():
+        return True
+    try:
+        if isinstance(text, bytes):
+            text.decode("utf-8")
+        else:
+            text.encode("utf-8")
+    except UnicodeError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=1024)  # a busy shard has many records per (one-second) timestamp

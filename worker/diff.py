@@ -4,7 +4,10 @@ Changed paths use dots for map keys and brackets for list indexes
 (``ship.city``, ``lines[2].qty``). Sets compare as sets. Values of different
 DynamoDB types always differ (``true`` is not ``1``); numbers compare by value
 (``1.0`` equals ``1``), as DynamoDB does. A MODIFY whose images are equal is a
-no-op: ``changed`` is empty and :attr:`Change.noop` is true.
+no-op: ``changed`` is empty and :attr:`Change.noop` is true. A MODIFY or REMOVE
+without any image (both ``{}`` or absent: a stream whose view type is not
+NEW_AND_OLD_IMAGES) is *not* a no-op: nothing is known of what changed, so a sink
+that needs the images parks it (:func:`image_missing`) instead of dropping it.
 
 Only top-level attributes whose raw values differ are decoded and walked, so an
 unchanged 1 KB item costs one dict comparison per attribute.
@@ -16,6 +19,7 @@ import enum
 from dataclasses import dataclass
 
 from worker.attributes import Item, Value
+from worker.errors import RecordError
 from worker.records import EventName, StreamRecord
 
 
@@ -33,6 +37,9 @@ class Change:
     kind: ChangeKind
     record: StreamRecord
     changed: tuple[str, ...]
+    # A dead letter replayed (``worker local --fixtures <dead letters>``): it reaches only the
+    # sinks that parked it, which must apply it although its sequence may be below their marks.
+    replayed: bool = False
 
     @property
     def key(self) -> Item:
@@ -48,7 +55,13 @@ class Change:
 
     @property
     def noop(self) -> bool:
-        return self.kind is ChangeKind.MODIFY and not self.changed
+        return self.kind is ChangeKind.MODIFY and not self.changed and not self.imageless
+
+    @property
+    def imageless(self) -> bool:
+        """True when the record carries neither image (a KEYS_ONLY stream, or images ``{}``)."""
+        record = self.record
+        return not record.has_old_image and not record.has_new_image
 
     @property
     def deleted(self) -> bool:
@@ -92,3 +105,16 @@ def diff_items(old: Item | None, new: Item | None) -> list[str]:
     out: list[str] = []
     _walk(old or {}, new or {}, "", out)
     return [p[1:] if p.startswith(".") else p for p in out]
+
+
+def image_missing(change: Change, image: str, sink: str) -> RecordError:
+    """The error that parks a change lacking an image ``sink`` needs (``"old"`` or ``"new"``),
+    naming the stream's view type (or its absence) so the operator knows what to fix."""
+    view = change.record.view_type
+    seen = f"the stream's view type is {view.value}" if view else "the record names no StreamViewType"
+    both = " (both images are empty)" if change.imageless else ""
+    return RecordError(
+        f"{change.kind.value} without its {image} image{both}: {seen}; {sink} needs NEW_AND_OLD_IMAGES",
+        field=f"dynamodb.{image.capitalize()}Image",
+        sink=sink,
+    )

@@ -1,6 +1,7 @@
-"""Embedded emulators for local runs and tests: moto (server mode) and osmem-server.
+"""Embedded emulators for local runs and tests: moto (server mode), osmem-server,
+and a real OpenSearch node (``opensearch-node/``, a JVM child).
 
-Both listen on loopback only, on free ports, and stop with their owner.
+All listen on loopback only, on free ports, and stop with their owner.
 moto runs as a child process (``python -m moto.server``) so that the worker
 under test talks to it over real HTTP, exactly as it talks to AWS.
 """
@@ -9,15 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from worker.errors import FatalError
 
@@ -87,6 +93,123 @@ def start_osmem() -> Any:
     except ImportError as exc:
         raise FatalError("osmem-server is not installed: pip install 'worker[local]'") from exc
     return OsmemServer.start(japanese=False, addr="127.0.0.1:0")
+
+
+# -- a real OpenSearch node ----------------------------------------------------------------
+
+OPENSEARCH_NODE_DIR = Path(__file__).resolve().parents[1] / "opensearch-node"
+OPENSEARCH_HEAP = "512m"
+
+
+@dataclass
+class EmbeddedOpenSearch:
+    """A single-node OpenSearch 2.x in a JVM child (``opensearch-node/``), on loopback.
+
+    The child stops when its stdin closes, so it dies with this process even
+    when :meth:`stop` is never called. ``version`` is the engine's own
+    (``GET /`` ``version.number``); ``started_in`` the seconds until green/yellow.
+    """
+
+    process: subprocess.Popen[bytes]
+    url: str
+    version: str
+    home: Path
+    started_in: float
+
+    def stop(self) -> None:
+        """Close the node's stdin (it shuts down), then wait; kill after 20 s."""
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                if self.process.stdin is not None:
+                    self.process.stdin.close()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def rss_bytes(self) -> int:
+        """The JVM's resident set size now (Linux ``/proc``), 0 once it exited."""
+        try:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+
+def opensearch_classpath(node_dir: Path = OPENSEARCH_NODE_DIR) -> str:
+    """The runner's classpath; FatalError naming the build command when it is not built."""
+    jar = node_dir / "target" / "opensearch-node.jar"
+    if not jar.is_file():
+        raise FatalError(f"the embedded OpenSearch node is not built ({jar} missing): run `bash .ci/dev build`")
+    return f"{jar}{os.pathsep}{node_dir / 'target' / 'lib' / '*'}"
+
+
+def start_opensearch(
+    timeout: float = 180.0, *, node_dir: Path = OPENSEARCH_NODE_DIR, java: str = "java"
+) -> EmbeddedOpenSearch:
+    """Start a real OpenSearch node; returns once ``_cluster/health`` is green or yellow.
+
+    Its data lives in a fresh temporary directory, removed by :meth:`EmbeddedOpenSearch.stop`.
+    """
+    classpath = opensearch_classpath(node_dir)
+    home = Path(tempfile.mkdtemp(prefix="worker-opensearch-"))
+    began = time.monotonic()
+    proc = subprocess.Popen(
+        [
+            java,
+            f"-Xms{OPENSEARCH_HEAP}",
+            f"-Xmx{OPENSEARCH_HEAP}",
+            "-XX:+UseSerialGC",
+            "-cp",
+            classpath,
+            "worker.opensearch.EmbeddedNode",
+            str(home),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=(home / "node.log").open("wb"),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode().strip()  # the runner prints its URL once started
+        if not line.startswith("http://127.0.0.1:"):
+            tail = (home / "node.log").read_text(errors="replace")[-2000:]
+            raise FatalError(f"the embedded OpenSearch node did not start (exit {proc.poll()}): {tail}")
+        url = line
+        deadline = began + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_cluster/health?wait_for_status=yellow&timeout=5s", timeout=10):
+                    break
+            except (urllib.error.URLError, ConnectionError, OSError) as exc:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise FatalError(f"the embedded OpenSearch node at {url} is not healthy: {exc}") from exc
+                time.sleep(0.2)
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            version = str(orjson.loads(resp.read())["version"]["number"])
+    except BaseException:
+        node = EmbeddedOpenSearch(proc, "", "", home, 0.0)
+        node.stop()
+        raise
+    return EmbeddedOpenSearch(proc, url, version, home, time.monotonic() - began)
+
+
+def search_engine(url: str, name: str) -> dict[str, str]:
+    """What ``worker local`` reports about the search engine at ``url`` (from ``GET /``)."""
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        info = orjson.loads(resp.read())
+    version = info.get("version", {})
+    return {
+        "name": name,
+        "distribution": str(version.get("distribution", "")),
+        "version": str(version.get("number", "")),
+        # SearchSink.report refreshes the index before it scans: every write is in the report.
+        "refresh": "the report refreshes the index before reading it",
+    }
 
 
 @contextlib.contextmanager

@@ -59,12 +59,20 @@ class RecordError(WorkerError):
         field: str | None = None,
         payload: Any = None,
         sink: str | None = None,
+        shard_id: str | None = None,
+        sequence_number: str | None = None,
+        raw: bytes | str | None = None,
+        applied: bool = False,
     ) -> None:
         self.reason = message
         self.where = where
         self.field = field
         self.payload = payload
         self.sink = sink
+        self.shard_id = shard_id  # for replays: the record's shard and sequence number, when known
+        self.sequence_number = sequence_number
+        self.raw = raw  # the record's text as delivered, when known (dead letters fall back to it)
+        self.applied = applied  # the sink applied the record anyway (by a documented rule): never replay it there
         text = message
         if field:
             text = f"{field}: {text}"
@@ -80,6 +88,10 @@ class RecordError(WorkerError):
             field=self.field,
             payload=self.payload if self.payload is not None else payload,
             sink=self.sink,
+            shard_id=self.shard_id,
+            sequence_number=self.sequence_number,
+            raw=self.raw,
+            applied=self.applied,
         )
 
 

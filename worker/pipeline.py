@@ -151,16 +151,28 @@ class Pipeline:
         try:
             record = decode(raw)
         except RecordError as exc:
-            self.park(exc.located(raw.where, _payload(raw)))
+            err = exc.located(raw.where, _payload(raw))
+            err.shard_id = err.shard_id or raw.shard_id
+            if isinstance(raw.payload, bytes | str):
+                err.raw = raw.payload
+            # A replayed dead letter that still fails is parked again for the same sinks.
+            for name in raw.replay_sinks or (None,):
+                err.sink = name
+                self.park(err.located(err.where))
             self._advance(raw.shard_id or raw.where, raw.sequence)
             return None
-        return self.add_record(record, position=raw.sequence)
+        return self.add_record(record, position=raw.sequence, replay_sinks=raw.replay_sinks)
 
-    def add_record(self, record: StreamRecord, *, position: str | None = None) -> Change | None:
+    def add_record(
+        self, record: StreamRecord, *, position: str | None = None, replay_sinks: tuple[str, ...] | None = None
+    ) -> Change | None:
         """Add an already decoded record (sources that decode themselves, e.g. replays).
 
         ``position`` is the source's position of the record (default: its
         sequence number); :meth:`flush` reports it once the record is durable.
+        ``replay_sinks`` (a replayed dead letter) routes the record to those sinks only
+        (empty: every sink), marked :attr:`~worker.diff.Change.replayed`: the sinks that
+        applied it the first time never see it again.
         """
         seq = position or record.sequence_number
         stats = self.stats
@@ -169,27 +181,46 @@ class Pipeline:
         try:
             change = diff(record)
         except RecordError as exc:
-            self.park(exc.located(record.location, record.original()))
+            for name in replay_sinks or (None,):
+                err = self._of(exc, record)
+                err.sink = name
+                self.park(err)
             self._advance(record.shard_id or record.where, seq)
             return None
+        sinks = self.sinks
+        if replay_sinks is not None:
+            change = Change(change.kind, record, change.changed, replayed=True)
+            if replay_sinks:
+                sinks = [s for s in sinks if s.name in replay_sinks]
         stats.changes["noop" if change.noop else change.kind._value_] += 1
         ordinal = self._ordinal + 1
         for state in self._sinks:
             sink = state.sink
+            if sinks is not self.sinks and not any(sink is s for s in sinks):  # a replayed dead letter: its sinks
+                continue
             state.added(ordinal, self.clock)
             try:
                 sink.add(change)
             except RecordError as exc:
-                err = exc.located(record.location, record.original())
+                err = self._of(exc, record)
                 err.sink = err.sink or sink.name
                 self.park(err)
             except Exception as exc:
                 if action_of(exc) is Action.PARK:  # a WorkerError subclass with PARK
-                    self.park(RecordError(str(exc), where=record.location, payload=record.original(), sink=sink.name))
+                    self.park(self._of(RecordError(str(exc), sink=sink.name), record))
                     continue
                 raise StopProcessing(f"{sink.name}: add failed at {record.location}: {exc}") from exc
         self._advance(record.shard_id or record.where, seq)
         return change
+
+    @staticmethod
+    def _of(exc: RecordError, record: StreamRecord) -> RecordError:
+        """``exc`` located at ``record``, carrying what a replay of its dead letter needs."""
+        err = exc.located(record.location, record.original())
+        err.shard_id = err.shard_id or record.shard_id
+        err.sequence_number = err.sequence_number or record.sequence_number
+        err.raw = err.raw or record.original_text()
+        return err
 
     # -- flushing ------------------------------------------------------------------
 

@@ -13,6 +13,12 @@ Decoding lives in :mod:`worker.decode`. Shapes accepted by :func:`worker.decode.
 Timestamps: a ``datetime`` is taken as is; an ISO string is parsed; a number is
 epoch milliseconds when above 1e11 (year 5138 in seconds) and epoch seconds
 otherwise. Stream timestamps have one-second resolution either way.
+``ApproximateCreationDateTime`` is optional in the Streams API (the Lambda
+console's test event and libraries' sample events lack it): such a record gets
+its arrival time (the decoding time, whole seconds) and ``created_at_is_arrival``.
+Sequence numbers are any decimal string (samples use short ones such as
+``"111"``); ``eventSourceARN`` may be any text (only a ``:table/`` ARN names the
+table).
 
 Raw AttributeValue dicts never leave this module (and :mod:`worker.attributes`):
 images are decoded lazily, on first access, and cached. Equality of raw
@@ -76,12 +82,15 @@ class RawRecord:
     ``sequence`` is the source's own position of the record (the one its
     checkpoint takes), when it has one: the pipeline reports it durable even
     when the payload does not decode.
+    ``replay_sinks`` marks a dead letter being replayed: the names of the sinks that
+    parked it (it goes to those only; empty: every sink, for a record no sink saw).
     """
 
     payload: bytes | str | Mapping[str, Any]
     where: str
     shard_id: str | None = None
     sequence: str | None = None
+    replay_sinks: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,6 +126,7 @@ class StreamRecord:
     _text: bytes | str | None = field(default=None, repr=False)
     _changes: tuple[Any, ...] | None = field(default=None, repr=False)
     _names: tuple[str, ...] | None = field(default=None, repr=False)
+    created_at_is_arrival: bool = False  # no ApproximateCreationDateTime: created_at is when it was decoded
 
     @cached_property
     def sequence(self) -> int:
@@ -135,6 +145,15 @@ class StreamRecord:
     def new_image(self) -> Item | None:
         """The item after the change; ``None`` when the record has no new image."""
         return None if self._new is None else self._decode(self._image(1), "dynamodb.NewImage")
+
+    @property
+    def has_old_image(self) -> bool:
+        """Whether the record carries an old image (``{}`` counts as none), without decoding it."""
+        return self._old is not None
+
+    @property
+    def has_new_image(self) -> bool:
+        return self._new is not None
 
     def old_value(self, name: str) -> Value:
         """One top-level attribute of the old image (``None`` if absent), decoding only it."""
@@ -163,7 +182,10 @@ class StreamRecord:
             return cached[which]  # type: ignore[no-any-return]
         image = self._new if which else self._old
         if image is _UNREAD:
-            return _READ_IMAGE[which](self._text).dynamodb.image or {}  # type: ignore[arg-type]
+            try:
+                return _READ_IMAGE[which](self._text).dynamodb.image or {}  # type: ignore[arg-type]
+            except msgspec.DecodeError as exc:
+                raise RecordError(f"invalid JSON: {exc}", where=self.location, payload=self.original()) from None
         return image or {}
 
     def _raw_changes(self) -> tuple[Any, ...]:
@@ -226,6 +248,10 @@ class StreamRecord:
         parsed: Mapping[str, Any] = orjson.loads(self._text)  # type: ignore[arg-type]
         return parsed
 
+    def original_text(self) -> bytes | str | None:
+        """The record's JSON text as delivered, when it was decoded from text (else ``None``)."""
+        return self._text
+
     def original_json(self) -> bytes:
         """The original record as JSON; bytes become base64 and datetimes epoch seconds."""
         return to_json(self.original())
@@ -285,7 +311,15 @@ def json_default(obj: Any) -> Any:
 # -- lazy images ----------------------------------------------------------------------
 
 
-_load_raw = msgspec.json.Decoder().decode
+_parse_raw = msgspec.json.Decoder().decode
+
+
+def _load_raw(raw: Any) -> Any:
+    """One attribute value kept raw by the fast path, parsed now (a ``RecordError`` if it is bad)."""
+    try:
+        return _parse_raw(raw)
+    except msgspec.DecodeError as exc:
+        raise RecordError(f"invalid JSON: {exc}") from None
 
 
 class _OldImage(msgspec.Struct, gc=False, rename={"image": "OldImage"}):

@@ -19,36 +19,54 @@ Each schedule (seeded, reproducible: the failure names its seed):
   its interrupted flush or processes batches from its own position, in the
   middle of the new owner's flushes (between two of its calls), never
   checkpointing;
+* the sink writes rows in parallel at the production concurrency (8), so a fault
+  hits one write while the flush's other writes succeed (a partial failure);
+* failures are budgeted in time on a simulated clock (:class:`tests.simclock.SimClock`,
+  the retry policy's clock and sleep): outages of 1 to 14 minutes are waited out,
+  longer ones stop the worker without a checkpoint (a restart follows); throttling
+  storms send ``Retry-After``; hung calls spend a 30 s read timeout each;
 * at the end every aggregate row equals the recomputation from the final items
   (rows of groups that emptied are all zero) and every row's ``count`` equals its
   count metrics.
+
+A schedule is reproducible from its seed up to the interleaving of the parallel writes.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, ReadTimeoutError
+import structlog
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
+from tests.simclock import SimClock
 from worker.aws import client
 from worker.config import AggregateSection, AwsSection, Config
-from worker.pipeline import Pipeline
+from worker.pipeline import Pipeline, StopProcessing
 from worker.records import RawRecord
-from worker.retry import RetryPolicy, no_sleep
+from worker.retry import RetryPolicy
 from worker.shapes import build
 from worker.sinks.aggregates.sink import AggregatesSink, report_rows
 from worker.sinks.aggregates.spec import compile_aggregate, recompute
 from worker.sinks.aggregates.store import COUNT, ensure_table, query_rows
 from worker.testing import MemoryDeadLetters
 
-SCHEDULES = int(os.environ.get("AGGREGATES_SCHEDULES", "304"))  # ~1.5 min on an idle 2-core machine
+SCHEDULES = int(os.environ.get("AGGREGATES_SCHEDULES", "1000"))
 CHUNKS = 8
+CONCURRENCY = 8  # the sink's production default
+READ_TIMEOUT = 30.0  # what a hung call costs on the simulated clock
+# Thousands of retries and parks: logged nowhere (their counts are asserted instead).
+QUIET = structlog.wrap_logger(
+    structlog.PrintLogger(), wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL)
+)
 
 TEMPLATES = [
     AggregateSection(
@@ -179,16 +197,45 @@ class Source:
 @dataclass
 class Faults:
     rng: random.Random
+    sim: SimClock
+    counts: dict[str, int]  # the schedule's tally of injected faults
     crash_at: int | None = None  # crash at this call number
     crash_after: bool = False  # ... after the call reached the server
     throttle: float = 0.0
     lost: float = 0.0  # the call happened but its response was lost
+    hang: float = 0.0  # the call hangs until its read timeout (before or after reaching the server)
+    down_until: float = 0.0  # an outage: every call fails to connect until this simulated time
+    storm: int = 0  # a throttling storm: this many next calls are throttled, with Retry-After
     hook: Callable[[], None] | None = None  # runs between calls (a zombie's step)
     hook_rate: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the sink's writer threads share the rng
+    # moto's threaded server applies a conditional UpdateItem without locking the item (two
+    # concurrent writers can both pass the condition: seen as a double count with a zombie
+    # writing beside its successor); DynamoDB's are atomic. Calls into moto are therefore
+    # serialized per schedule (the emulator's limit, not the sink's): rows are still written
+    # from the sink's threads, interleaved call by call, with faults hitting single rows.
+    emulator: threading.Lock = field(default_factory=threading.Lock)
+
+    def chance(self, p: float) -> bool:
+        if p <= 0:
+            return False
+        with self.lock:
+            return self.rng.random() < p
+
+    def count(self, what: str) -> None:
+        with self.lock:
+            self.counts[what] = self.counts.get(what, 0) + 1
+
+
+def throttled(name: str, code: str, retry_after: str | None) -> ClientError:
+    headers = {"retry-after": retry_after} if retry_after else {}
+    meta = {"HTTPStatusCode": 400, "HTTPHeaders": headers}
+    return ClientError({"Error": {"Code": code, "Message": "slow down"}, "ResponseMetadata": meta}, name)
 
 
 class FaultyClient:
-    """A real boto3 client (to moto) wrapped to crash, throttle and lose responses on cue."""
+    """A real boto3 client (to moto) wrapped to crash, throttle, hang, fail to connect and
+    lose responses on cue; thread-safe (the sink writes rows from a pool)."""
 
     def __init__(self, real: Any, faults: Faults) -> None:
         self.real = real
@@ -200,20 +247,44 @@ class FaultyClient:
         f = self.faults
 
         def call(**kwargs: Any) -> Any:
-            self.calls += 1
-            if f.hook is not None and f.rng.random() < f.hook_rate:
+            with f.lock:
+                self.calls += 1
+                number = self.calls
+            if f.hook is not None and f.chance(f.hook_rate):
                 f.hook()
-            crash = f.crash_at == self.calls
+            crash = f.crash_at == number
             if crash and not f.crash_after:
                 raise Crash(f"before {name}")
-            if f.rng.random() < f.throttle:
-                raise ClientError(
-                    {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, name
-                )
-            resp = fn(**kwargs)
+            if f.sim() < f.down_until:
+                f.count("outage calls")
+                raise EndpointConnectionError(endpoint_url="http://moto")
+            storm = False
+            with f.lock:
+                if f.storm > 0:
+                    f.storm -= 1
+                    storm = True
+            if storm:
+                f.count("storm calls")
+                raise throttled(name, "ThrottlingException", "3")
+            if f.chance(f.throttle):
+                f.count("throttled")
+                if name == "update_item":  # one row of a parallel flush fails, the others go on
+                    f.count("failed parallel writes")
+                raise throttled(name, "ProvisionedThroughputExceededException", None)
+            if f.chance(f.hang / 2):
+                f.count("hung")
+                f.sim.advance(READ_TIMEOUT)
+                raise ReadTimeoutError(endpoint_url="http://moto")
+            with f.emulator:
+                resp = fn(**kwargs)
             if crash:
                 raise Crash(f"after {name}")
-            if f.rng.random() < f.lost:
+            if f.chance(f.hang / 2):
+                f.count("hung")
+                f.sim.advance(READ_TIMEOUT)
+                raise ReadTimeoutError(endpoint_url="http://moto")
+            if f.chance(f.lost):
+                f.count("lost")
                 raise ReadTimeoutError(endpoint_url="moto")
             return resp
 
@@ -244,16 +315,30 @@ class Schedule:
         self.zombies: list[Worker] = []
         self.faults_on = True
         self.parked = 0
+        self.sim = SimClock()
+        self.counts: dict[str, int] = {}
+        self.workers: list[Worker] = []
+        self.zombie_lock = threading.Lock()
+        self.emulator = threading.Lock()
 
     def worker(self, shard: Shard, position: int, *, zombie: bool) -> Worker:
-        faults = Faults(self.rng, throttle=0.03, lost=0.03)
+        faults = Faults(self.rng, self.sim, self.counts, throttle=0.03, lost=0.03, hang=0.01, emulator=self.emulator)
         if not zombie:
             faults.hook, faults.hook_rate = self.zombie_step, 0.2
         c = FaultyClient(self.real, faults)
-        sink = AggregatesSink(c, self.aggregates, concurrency=1)
+        sink = AggregatesSink(c, self.aggregates, concurrency=CONCURRENCY, log=QUIET)
         dead = MemoryDeadLetters()
-        pipeline = Pipeline([sink], dead, retry=RetryPolicy(attempts=60, base=0, cap=0, sleep=no_sleep))
-        return Worker(shard, position, c, pipeline, steps_left=self.rng.randint(1, 4) if zombie else 0)
+        retry = RetryPolicy(sleep=self.sim.sleep, clock=self.sim, rng=random.Random(self.rng.random()))
+        w = Worker(shard, position, c, Pipeline([sink], dead, retry=retry, log=QUIET))
+        w.steps_left = self.rng.randint(1, 4) if zombie else 0
+        self.workers.append(w)
+        return w
+
+    def stopped(self, exc: StopProcessing) -> None:
+        """A worker that spent its failure budget stops (nothing acknowledged): like a crash."""
+        if "gave up after" not in str(exc):
+            raise exc
+        self.counts["budget stops"] = self.counts.get("budget stops", 0) + 1
 
     def batch(self, w: Worker) -> list[RawRecord]:
         size = self.rng.randint(1, 8)
@@ -266,11 +351,28 @@ class Schedule:
         if self.faults_on and self.rng.random() < 0.35:
             f.crash_at = w.client.calls + self.rng.randint(1, 6)
             f.crash_after = self.rng.random() < 0.5
+        if self.faults_on and self.rng.random() < 0.04:  # an outage of minutes; past 15 the worker stops
+            minutes = self.rng.uniform(1, 14) if self.rng.random() < 0.75 else self.rng.uniform(16, 40)
+            f.down_until = self.sim() + minutes * 60
+            self.counts["outages"] = self.counts.get("outages", 0) + 1
+        if self.faults_on and self.rng.random() < 0.04:
+            f.storm = self.rng.randint(20, 400)
+            self.counts["storms"] = self.counts.get("storms", 0) + 1
         if not self.faults_on:
-            f.throttle = f.lost = f.hook_rate = 0.0
+            f.throttle = f.lost = f.hang = f.hook_rate = 0.0
+            f.down_until, f.storm = 0.0, 0
 
     def zombie_step(self) -> None:
-        """One step of a random zombie, in the middle of another worker's flush."""
+        """One step of a random zombie, in the middle of another worker's flush (one at a time:
+        the owner's writer threads all reach this hook, and a zombie is one process)."""
+        if not self.zombie_lock.acquire(blocking=False):
+            return
+        try:
+            self._zombie_step()
+        finally:
+            self.zombie_lock.release()
+
+    def _zombie_step(self) -> None:
         live = [z for z in self.zombies if z.steps_left > 0]
         if not live:
             return
@@ -286,6 +388,9 @@ class Schedule:
                 z.pipeline.process(batch)
                 z.position += len(batch)
         except Crash:
+            z.steps_left = 0
+        except StopProcessing as exc:
+            self.stopped(exc)
             z.steps_left = 0
 
     def lose(self, w: Worker, *, interrupted: bool) -> None:
@@ -306,6 +411,10 @@ class Schedule:
         try:
             position = w.pipeline.process(batch)
         except Crash:
+            self.lose(w, interrupted=True)
+            return
+        except StopProcessing as exc:
+            self.stopped(exc)
             self.lose(w, interrupted=True)
             return
         w.position += len(batch)
@@ -331,6 +440,8 @@ class Schedule:
                 self.faults_on = False  # make sure the schedule ends
         while any(z.steps_left > 0 for z in self.zombies):  # zombies may finish after the last checkpoint
             self.zombie_step()
+        for w in self.workers:
+            w.pipeline.close()  # the writer threads of every process, dead or alive
 
     def check(self) -> None:
         items = list(self.source.items.values())
@@ -359,6 +470,7 @@ def dynamodb(moto_url: str) -> Iterator[Any]:
 def test_random_schedules_end_equal_to_the_recomputation(dynamodb: Any, chunk: int) -> None:
     schedules = range(chunk, SCHEDULES, CHUNKS)
     stats = {"records": 0, "zombies": 0, "shards": 0, "parked": 0}
+    faults: dict[str, int] = {}
     for seed in schedules:
         schedule = Schedule(seed, dynamodb)
         schedule.run()
@@ -367,8 +479,13 @@ def test_random_schedules_end_equal_to_the_recomputation(dynamodb: Any, chunk: i
         stats["zombies"] += len(schedule.zombies)
         stats["shards"] += len(schedule.source.shards)
         stats["parked"] += schedule.parked
-    if len(schedules) >= 20:  # they exercised what they claim to (a broken generator must not pass quietly)
+        for k, v in schedule.counts.items():
+            faults[k] = faults.get(k, 0) + v
+    if len(schedules) >= 100:  # they exercised what they claim to (a broken generator must not pass quietly)
         assert stats["zombies"] > 0 and stats["parked"] > 0 and stats["shards"] > len(schedules), stats
+        kinds = ("outages", "budget stops", "storms", "storm calls", "hung", "throttled", "lost", "outage calls")
+        kinds += ("failed parallel writes",)
+        assert all(faults.get(k, 0) > 0 for k in kinds), faults
 
 
 def test_one_schedule_without_faults_is_exact(dynamodb: Any) -> None:

@@ -10,15 +10,18 @@ more, older batch after the new owner started (a lease lost without knowing it).
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from tests.functional.archive_helpers import CHILD, OTHER, PARENT, T0, FlakyS3, make_cfg, s3_client, seq_of, stream
+from tests.simclock import SimClock
 from worker import archive
 from worker.decode import decode
 from worker.pipeline import Pipeline
-from worker.retry import RetryPolicy, no_sleep
+from worker.retry import RetryPolicy
 from worker.shapes import canonical
 from worker.sinks import archive as sink_mod
 from worker.testing import MemoryDeadLetters
@@ -28,8 +31,19 @@ class Crash(BaseException):
     """The process dies here."""
 
 
-def streams(rng: random.Random):
-    n = rng.randint(60, 140)
+SMALL_SCHEDULES = int(os.environ.get("ARCHIVE_SCHEDULES", "1000"))
+CHUNKS = 8
+SLOW_DOWN = ("SlowDown", 503)
+
+
+def s3_error(op: str, code: str, status: int, retry_after: str | None = None) -> ClientError:
+    headers = {"retry-after": retry_after} if retry_after else {}
+    meta = {"HTTPStatusCode": status, "HTTPHeaders": headers}
+    return ClientError({"Error": {"Code": code, "Message": "injected"}, "ResponseMetadata": meta}, op)
+
+
+def streams(rng: random.Random, small: bool = False):
+    n = rng.randint(6, 20) if small else rng.randint(60, 140)
     return {
         # The parent spans an hour boundary (two partitions); the child continues it.
         PARENT: stream(n, shard=PARENT, start=T0 + 3600 - n // 2, seed=rng.random()),
@@ -40,9 +54,9 @@ def streams(rng: random.Random):
     }
 
 
-def check_durable(url, data, checkpoint):
+def check_durable(url, data, checkpoint, bucket="archive"):
     """Everything before each shard's checkpoint is in the archive (the checkpoint rule)."""
-    _, got, errors = archive.read_all(s3_client(url), "archive", "changes/")
+    _, got, errors = archive.read_all(s3_client(url), bucket, "changes/")
     assert not errors
     have = {(r.shard_id, r.sequence) for r in got}
     for shard, upto in checkpoint.items():
@@ -50,14 +64,40 @@ def check_durable(url, data, checkpoint):
             assert (shard, seq_of(raw)) in have, f"checkpointed {raw.where} is not archived"
 
 
-def run_schedule(url: str, seed: int) -> dict[str, int]:
+def run_schedule(url: str, seed: int, *, bucket: str = "archive", small: bool = False) -> dict[str, int]:
+    """One schedule; ``small`` ones (6-20 records a shard) also get retryable S3 errors (500,
+    connection failures, a 500 after a PUT succeeded), throttling storms (503 SlowDown with
+    Retry-After, on a simulated clock) and injected conditional-write conflicts (409)."""
     rng = random.Random(seed)
-    data = streams(rng)
+    data = streams(rng, small)
     checkpoint = dict.fromkeys(data, 0)
     real = s3_client(url)
-    real.create_bucket(Bucket="archive")
+    real.create_bucket(Bucket=bucket)
     zombie = None
-    counts = {"processes": 0, "crashes": 0, "zombie_flushes": 0}
+    counts = {"processes": 0, "crashes": 0, "zombie_flushes": 0, "retryable": 0, "storms": 0, "conflicts": 0}
+    sim = SimClock()
+    storm = [0]
+
+    def inject(op: str) -> None:
+        if not small:
+            return
+        if storm[0] > 0:
+            storm[0] -= 1
+            raise s3_error(op, *SLOW_DOWN, retry_after="2")
+        roll = rng.random()
+        if roll < 0.03:
+            counts["retryable"] += 1
+            raise s3_error(op, "InternalError", 500)
+        if roll < 0.05:
+            counts["retryable"] += 1
+            raise EndpointConnectionError(endpoint_url="http://moto")
+        if roll < 0.07 and op == "put_object":
+            counts["conflicts"] += 1
+            raise s3_error(op, "ConditionalRequestConflict", 409)
+        if roll < 0.08:
+            counts["storms"] += 1
+            storm[0] = rng.randint(5, 60)
+            raise s3_error(op, *SLOW_DOWN, retry_after="2")
 
     while any(checkpoint[s] < len(data[s]) for s in data):
         counts["processes"] += 1
@@ -67,14 +107,19 @@ def run_schedule(url: str, seed: int) -> dict[str, int]:
         def hook(op, n, crash_put=crash_put, crash_after=crash_after):
             if op == "put_object" and n == crash_put and not crash_after:
                 raise Crash
+            inject(op)
 
         def after(op, n, crash_put=crash_put, crash_after=crash_after):
             if op == "put_object" and n == crash_put and crash_after:
                 raise Crash
+            if small and op == "put_object" and rng.random() < 0.03:
+                counts["retryable"] += 1
+                raise s3_error(op, "InternalError", 500)  # written, but the answer is lost
 
-        cfg = make_cfg(url, max_records=rng.choice([4, 13, 50, 10_000]))
+        cfg = make_cfg(url, bucket=bucket, max_records=rng.choice([4, 13, 50, 10_000]))
         sink = sink_mod.build(cfg, s3=FlakyS3(real, hook, after))
-        p = Pipeline([sink], MemoryDeadLetters(), retry=RetryPolicy(attempts=3, sleep=no_sleep))
+        retry = RetryPolicy(sleep=sim.sleep, clock=sim, rng=random.Random(rng.random()))
+        p = Pipeline([sink], MemoryDeadLetters(), retry=retry)
         try:
             # The child only after its parent is done (the KCL's rule); the others interleave.
             order = [PARENT, OTHER] if checkpoint[PARENT] < len(data[PARENT]) else [OTHER, CHILD]
@@ -93,13 +138,14 @@ def run_schedule(url: str, seed: int) -> dict[str, int]:
                 checkpoint[shard] = start + len(batch)
         except Crash:
             counts["crashes"] += 1
-            check_durable(url, data, checkpoint)
+            if not small:  # (small ones: the final check finds a lost checkpointed record too,
+                check_durable(url, data, checkpoint, bucket)  # as it is never delivered again)
             if rng.random() < 0.3:
                 shard = rng.choice(list(data))
                 zsink = sink_mod.build(cfg, s3=real)
                 zombie = (Pipeline([zsink], MemoryDeadLetters()), shard, checkpoint[shard])
 
-    _, got, errors = archive.read_all(real, "archive", "changes/")
+    _, got, errors = archive.read_all(real, bucket, "changes/")
     assert not errors
     by_shard: dict[str, list] = {}
     for r in got:
@@ -124,13 +170,29 @@ def test_more_crash_schedules(moto_url, seed):
     run_schedule(moto_url, seed)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_many_small_schedules_with_s3_errors_storms_and_conflicts(moto_url, chunk):
+    totals: dict[str, int] = {}
+    seeds = range(1000 + chunk, 1000 + SMALL_SCHEDULES, CHUNKS)
+    for seed in seeds:
+        try:
+            counts = run_schedule(moto_url, seed, bucket=f"arch-{seed}", small=True)
+        except AssertionError as exc:
+            raise AssertionError(f"archive schedule seed {seed}: {exc}") from exc
+        for k, v in counts.items():
+            totals[k] = totals.get(k, 0) + v
+    if len(seeds) >= 100:  # the generator exercised every fault it claims to
+        assert all(totals[k] > 0 for k in totals), totals
+
+
 def test_the_schedules_do_crash_and_meet_zombies(moto_url):
     # The generator itself must exercise what it claims to (else the tests above prove little).
     totals = {"processes": 0, "crashes": 0, "zombie_flushes": 0}
     for seed in (101, 102, 103):
         moto_reset(moto_url)
         for k, v in run_schedule(moto_url, seed).items():
-            totals[k] += v
+            totals[k] = totals.get(k, 0) + v
     assert totals["crashes"] >= 3 and totals["zombie_flushes"] >= 1
 
 

@@ -262,3 +262,18 @@ def test_print_properties_renders_without_starting_anything(tmp_path: Path) -> N
     assert f"streamName = {STREAM_ARN}\n" in run.stdout
     assert "regionName = eu-west-1\n" in run.stdout
     assert "workerId = w1\n" in run.stdout
+
+
+def test_kcl_property_options_win_and_a_malformed_one_names_the_option(tmp_path: Path) -> None:
+    cfg = tmp_path / "w.toml"
+    cfg.write_text(f'[kcl]\nstream_arn = "{STREAM_ARN}"\nproperties = {{ failoverTimeMillis = 9000 }}\n')
+    base = [sys.executable, "-m", "worker", "daemon", "--config", str(cfg), "--print-properties"]
+    run = subprocess.run(
+        [*base, "--kcl-property", "failoverTimeMillis=3000"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert "failoverTimeMillis = 3000\n" in run.stdout
+    assert "disableWorkerMetrics = false\n" in run.stdout
+    bad = subprocess.run([*base, "--kcl-property", "noequals"], capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode != 0
+    assert "--kcl-property" in bad.stderr and "Traceback" not in bad.stderr

@@ -15,20 +15,23 @@ import pytest
 
 from tests.functional.test_search_scenario import run_schedule
 
-SCHEDULES = int(os.environ.get("SEARCH_SCHEDULES", "400"))
+SCHEDULES = int(os.environ.get("SEARCH_SCHEDULES", "1000"))
 FIRST_SEED = int(os.environ.get("SEARCH_SEED", "1"))
+CHUNKS = 8  # spread over the test workers
 
 
 @pytest.mark.slow
-def test_random_schedules_leave_the_index_equal_to_the_table(osmem_url):
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_random_schedules_leave_the_index_equal_to_the_table(osmem_url, chunk):
     seen: Counter[str] = Counter()
-    for seed in range(FIRST_SEED, FIRST_SEED + SCHEDULES):
+    seeds = range(FIRST_SEED + chunk, FIRST_SEED + SCHEDULES, CHUNKS)
+    for seed in seeds:
         try:
             delivery = run_schedule(seed, osmem_url, f"sched-{seed}")
         except AssertionError as exc:
             raise AssertionError(f"schedule seed {seed}: {exc}") from exc
         seen.update(delivery.counts)
     # The run really went through every kind of delivery.
-    if SCHEDULES >= 100:
+    if len(seeds) >= 100:
         for what in ("ok", "crash-before-flush", "crash-mid", "transient", "replay", "stale", "archive", "zombie"):
             assert seen[what] > 0, (what, seen)

@@ -1,52 +1,47 @@
-"""The search sink's randomized scenario against a real OpenSearch.
+"""The search sink's randomized crash and redelivery schedules on a real OpenSearch 2.19 node.
 
-Runs whenever ``OPENSEARCH_URL`` is set (``https://admin:<password>@localhost:9200``);
-``OPENSEARCH_CA`` names a CA file, ``OPENSEARCH_INSECURE=1`` skips TLS
-verification (the demo certificates of a local container), and
-``OPENSEARCH_SCHEDULES`` sets the count (default 60). Every index it creates
-is named ``worker-it-<run>-<seed>`` and deleted afterwards.
+The same schedules as the osmem tier (``tests/functional/test_search_scenario``):
+crashes before a flush and between bulk chunks, lost responses, partial bulk
+failures, restarts, replays from older checkpoints and from the archive, stale
+redeliveries after deletes, a concurrent zombie writer, a shard hand-over.
+Here they run on the real engine: its ``_seq_no``/``_primary_term``, its 409s,
+its refresh (the check goes through ``SearchSink.report``, which refreshes) and
+its dynamic mappings. ``REAL_SCHEDULES`` (default 200) sets the count; the
+seeds are disjoint from the osmem run's first 400 so the two tiers together
+cover more schedules. Split in parts so that xdist can spread them.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
+from collections import Counter
 
 import pytest
 
 from tests.functional.test_search_scenario import run_schedule
-from worker.config import SearchSection
-from worker.sinks.search.client import SearchClient, make_session
-
-URL = os.environ["OPENSEARCH_URL"]  # tests/conftest.py only collects this tier when it is set
+from tests.integration.conftest import delete_index
 
 pytestmark = pytest.mark.integration
 
-VERIFY: bool | str = os.environ.get("OPENSEARCH_CA") or os.environ.get("OPENSEARCH_INSECURE", "") not in ("1", "true")
-SCHEDULES = int(os.environ.get("OPENSEARCH_SCHEDULES", "60"))
+SCHEDULES = int(os.environ.get("REAL_SCHEDULES", "200"))
+FIRST_SEED = 100_001
+PARTS = 4
+KINDS = ("ok", "crash-before-flush", "crash-mid", "transient", "replay", "stale", "archive", "zombie")
 
 
-@pytest.fixture
-def client() -> Iterator[SearchClient]:
-    base, session = make_session(SearchSection(url=URL), "us-east-1")
-    session.verify = VERIFY
-    c = SearchClient(base, session)
-    yield c
-    c.close()
-
-
-def test_random_schedules_leave_a_real_index_equal_to_the_table(client):
-    run = uuid.uuid4().hex[:8]
-    created: list[str] = []
-    try:
-        for seed in range(1, SCHEDULES + 1):
-            index = f"worker-it-{run}-{seed}"
-            created.append(index)
-            try:
-                run_schedule(seed, URL, index, verify=VERIFY)
-            except AssertionError as exc:
-                raise AssertionError(f"schedule seed {seed} (index {index}): {exc}") from exc
-    finally:
-        for index in created:
-            client.request("DELETE", f"/{index}", expect=(200, 404))
+@pytest.mark.parametrize("part", range(PARTS))
+def test_random_schedules_leave_a_real_index_equal_to_the_table(opensearch_url, part):
+    seeds = range(FIRST_SEED + part, FIRST_SEED + SCHEDULES, PARTS)
+    seen: Counter[str] = Counter()
+    for seed in seeds:
+        index = f"sched-{os.getpid()}-{seed}"
+        try:
+            seen.update(run_schedule(seed, opensearch_url, index).counts)
+        except AssertionError as exc:
+            raise AssertionError(f"schedule seed {seed} (index {index}): {exc}") from exc
+        finally:
+            delete_index(opensearch_url, index)
+    assert len(seeds) >= SCHEDULES // PARTS
+    if len(seeds) >= 40:  # the part really went through every kind of delivery
+        for what in KINDS:
+            assert seen[what] > 0, (what, seen)

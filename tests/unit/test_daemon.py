@@ -46,6 +46,7 @@ def test_properties_have_what_the_launcher_requires() -> None:
         "initialPositionInStream": "TRIM_HORIZON",
         "workerId": "pod-7",
         "metricsLevel": "NONE",
+        "disableWorkerMetrics": "false",
     }
     assert props["processingLanguage"].startswith("python/3.")
 
@@ -294,3 +295,15 @@ def test_pid_alive() -> None:
     assert metrics.pid_alive(os.getpid())
     assert not metrics.pid_alive(0)
     assert not metrics.pid_alive(2**22 + 12345)  # above Linux's pid_max
+
+
+def test_worker_metrics_switch_and_command_line_overrides() -> None:
+    props = properties.render(
+        cfg(kcl__disable_worker_metrics="true", kcl__properties__metricsLevel='"SUMMARY"'),
+        stream_arn=ARN,
+        config_path=None,
+        overrides={"metricslevel": "DETAILED", "failoverTimeMillis": "3000"},
+    )
+    assert props["disableWorkerMetrics"] == "true"
+    assert props["metricslevel"] == "DETAILED"  # the command line wins over [kcl] properties
+    assert props["failoverTimeMillis"] == "3000"

@@ -31,6 +31,7 @@ sequence order per stream.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import re
@@ -121,6 +122,9 @@ def encode_line(record: StreamRecord, table: str) -> bytes:
     env: dict[str, Any] = {"shard_id": record.shard_id, "table": table, "record": record.original()}
     if record.shard_id is None:
         env["where"] = record.where
+    if record.created_at_is_arrival:  # no ApproximateCreationDateTime: filed by the hour it arrived
+        env["filed_by"] = "arrival"
+        env["arrived_at"] = record.created_at.isoformat()
     try:
         return orjson.dumps(env, default=json_default)
     except TypeError as exc:
@@ -171,6 +175,14 @@ def parse_line(line: bytes, where: str) -> StreamRecord:
         raise RecordError("not an archive line (no 'record' object)", where=where, payload=env)
     shard = env.get("shard_id")
     try:
-        return decode_mapping(env["record"], where=where, shard_id=shard if isinstance(shard, str) else None)
+        record = decode_mapping(env["record"], where=where, shard_id=shard if isinstance(shard, str) else None)
     except RecordError as exc:
         raise RecordError(exc.reason, where=where, field=exc.field, payload=env["record"]) from None
+    arrived = env.get("arrived_at")
+    if record.created_at_is_arrival and isinstance(arrived, str):  # its time is when it first arrived
+        try:
+            when = dt.datetime.fromisoformat(arrived)
+        except ValueError:
+            return record
+        return dataclasses.replace(record, created_at=when)
+    return record

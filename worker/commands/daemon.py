@@ -25,6 +25,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--properties", metavar="PATH", help="where to write the KCL properties (default: a temp dir)")
     p.add_argument("--print-properties", action="store_true", help="print the KCL properties and exit")
+    p.add_argument(
+        "--kcl-property",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a KCL property, winning over [kcl] properties (repeatable; `worker local --engine kcl` tunes KCL so)",
+    )
     p.set_defaults(run=run)
 
 
@@ -41,7 +48,15 @@ def run(args: argparse.Namespace) -> int:
     config_path = str(Path(args.config).resolve()) if args.config else None
     cfg = config.load(config_path)
     log.configure(cfg.worker.log_format, cfg.worker.log_level)
-    props = properties.render(cfg, stream_arn=properties.resolve_stream_arn(cfg), config_path=config_path)
+    overrides = {}
+    for item in args.kcl_property:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--kcl-property", f"expected KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    props = properties.render(
+        cfg, stream_arn=properties.resolve_stream_arn(cfg), config_path=config_path, overrides=overrides
+    )
     text = properties.dumps(props)
     if args.print_properties:
         sys.stdout.write(text)
@@ -59,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     port = int(port_env) if port_env else cfg.kcl.http_port
 
     env = {**os.environ, ENV_DIR: str(metrics_dir)}
+    # The JVM logs like this process (launcher/src/main/resources/worker-kcl-logback.xml).
+    fmt = cfg.worker.log_format
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    env.setdefault("WORKER_KCL_LOG_FORMAT", "json" if use_json else "console")
     if config_path:
         env["WORKER_CONFIG"] = config_path
     launcher = Launcher(LauncherCommand.from_env(os.environ).argv(str(props_path)), env=env)

@@ -18,6 +18,19 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--fixtures", nargs="+", metavar="PATH", help="fixture files (default: [local] fixtures)")
     p.add_argument("--config", help=f"configuration file (default: {DEFAULT_CONFIG} if present)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    p.add_argument(
+        "--opensearch",
+        choices=("osmem", "embedded"),
+        default="osmem",
+        help="search engine when search.url is empty: osmem-server (fast, default) or a real OpenSearch 2.x node "
+        "(opensearch-node/, built by `bash .ci/dev build`)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("direct", "kcl"),
+        default="direct",
+        help="direct: fixtures straight into the pipeline; kcl: through a moto stream and `worker daemon` (Java)",
+    )
     p.set_defaults(run=run)
 
 
@@ -34,9 +47,18 @@ def run(args: argparse.Namespace) -> int:
     for f in fixtures:
         if not Path(f).is_file():
             raise ConfigError("--fixtures", f"not a file: {f}")
+    engines: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
-        cfg = _with_emulators(cfg, stack)
-        report = execute(cfg, fixtures)
+        cfg = _with_emulators(cfg, stack, engines, args.opensearch)
+        if args.engine == "kcl":
+            from worker.runtime import local_engine
+
+            config_path = str(Path(path).resolve()) if path else None
+            report = local_engine.execute(cfg, fixtures, config_path=config_path, stack=stack, progress=sys.stderr)
+        else:
+            report = execute(cfg, fixtures)
+    if engines:
+        report["engines"] = {**report.get("engines", {}), **engines}
     if args.json:
         import orjson
 
@@ -69,6 +91,7 @@ def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
         "kinds": {k: stats.kinds.get(k, 0) for k in ("INSERT", "MODIFY", "REMOVE")},
         "changes": dict(sorted(stats.changes.items())),
         "deadletters": stats.deadletters,
+        "engines": {"stream": "direct"},
     }
     if stopped:
         report["stopped"] = stopped
@@ -79,9 +102,9 @@ def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
     return report
 
 
-def _with_emulators(cfg: Any, stack: contextlib.ExitStack) -> Any:
-    """Start moto / osmem-server for whatever has no endpoint configured."""
-    from worker.emulators import fake_aws_credentials, start_moto, start_osmem
+def _with_emulators(cfg: Any, stack: contextlib.ExitStack, engines: dict[str, Any], opensearch: str) -> Any:
+    """Start moto / the search engine for whatever has no endpoint configured; ``engines`` gets their names."""
+    from worker.emulators import fake_aws_credentials, search_engine, start_moto, start_opensearch, start_osmem
     from worker.sinks import registry
 
     needed = registry.emulators(cfg)
@@ -92,9 +115,18 @@ def _with_emulators(cfg: Any, stack: contextlib.ExitStack) -> Any:
         stack.callback(moto.stop)
         cfg = dataclasses.replace(cfg, aws=dataclasses.replace(cfg.aws, endpoint_url=moto.url))
     if "opensearch" in needed and not cfg.search.url:
-        server = start_osmem()
-        stack.callback(server.close)
-        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, url=server.url))
+        if opensearch == "embedded":
+            node = start_opensearch()
+            stack.callback(node.stop)
+            url = node.url
+        else:
+            server = start_osmem()
+            stack.callback(server.close)
+            url = server.url
+        engines["search"] = search_engine(
+            url, "embedded OpenSearch node" if opensearch == "embedded" else "osmem-server"
+        )
+        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, url=url))
     return cfg
 
 
@@ -104,8 +136,13 @@ def render(report: dict[str, Any], fixtures: list[str], deadletters: str) -> str
     out.append("  records: " + ", ".join(f"{k} {v}" for k, v in report["kinds"].items()))
     out.append("  changes: " + (", ".join(f"{k} {v}" for k, v in report["changes"].items()) or "none"))
     out.append(f"  dead letters: {report['deadletters']}" + (f" (in {deadletters})" if report["deadletters"] else ""))
+    if report.get("leases"):
+        out.append("  leases: " + ", ".join(f"{k} at {v}" for k, v in report["leases"].items()))
     if report.get("stopped"):
         out.append(f"  STOPPED: {report['stopped']}")
+    for role, engine in report.get("engines", {}).items():
+        text = ", ".join(f"{k} {v}" for k, v in engine.items()) if isinstance(engine, dict) else str(engine)
+        out.append(f"  {role} engine: {text}")
     from worker.sinks import registry
 
     for name in registry.SINKS:

@@ -1,6 +1,6 @@
 """The KCL multilang properties file, rendered from the worker configuration.
 
-Keys and meanings follow ``launcher/README.md`` (KCL 3.4.3's multilang
+Keys and meanings follow ``launcher/README.md`` (KCL 3.1.3's multilang
 configurator plus the launcher's own ``regionName`` and endpoint keys). The
 stream is given as ``streamName`` holding the DynamoDB *stream ARN* (KCL
 validates ``streamArn`` as a Kinesis ARN). ``[kcl] properties`` entries are
@@ -45,8 +45,12 @@ def render(
     config_path: str | None,
     python: str = sys.executable,
     hostname: Callable[[], str] = socket.gethostname,
+    overrides: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The properties, in a stable order; raises :class:`ConfigError` for values KCL cannot take."""
+    """The properties, in a stable order; raises :class:`ConfigError` for values KCL cannot take.
+
+    ``overrides`` (``worker daemon --kcl-property``) come last and win over ``[kcl] properties``.
+    """
     command = [python, "-m", "worker", "kcl"]
     if config_path:
         command += ["--config", config_path]
@@ -65,6 +69,8 @@ def render(
         "workerId": cfg.kcl.worker_id or hostname(),
         # Our own /metrics replace KCL's CloudWatch metrics (set [kcl] properties to re-enable).
         "metricsLevel": "NONE",
+        # Off: no instance-metadata probe (local runs and tests); on: KCL balances leases on host CPU.
+        "disableWorkerMetrics": _text(cfg.kcl.disable_worker_metrics),
     }
     endpoints = {
         "dynamoDBEndpoint": cfg.aws.endpoint("dynamodb"),
@@ -74,6 +80,8 @@ def render(
     props.update({k: v for k, v in endpoints.items() if v})
     for key, value in cfg.kcl.properties.items():
         props[key] = _text(value)
+    for key, value in (overrides or {}).items():
+        props[key] = value
     return props
 
 

@@ -108,9 +108,15 @@ after its records left the stream (a process frozen for 6 h while holding a
 stale batch). Replays of archives older than the retention must go to fresh
 tables: their shards' marks may already be pruned.
 
-Records without a shard id (fixture files, dead-letter replays) use the
-pseudo-shard :data:`LOCAL_SHARD` with their own sequence numbers: feed them in
-stream order. Its mark is never pruned (one entry per row at most).
+Records without a shard id (fixture files) use the pseudo-shard
+:data:`LOCAL_SHARD` with their own sequence numbers: feed them in stream order.
+Its mark is never pruned (one entry per row at most). A replayed dead letter
+(:attr:`~worker.diff.Change.replayed`: only the sinks that parked it see it)
+is applied under a pseudo-shard of its own, ``replay:<shard>/<sequence>``: its
+real shard's mark has passed it (the records after it were applied), and its
+own mark makes a second replay a no-op. Those marks are pruned like a shard's
+(after ``keep_seconds``): replaying the same dead letter again after that
+would count it twice.
 
 Failures: throttling, 5xx and connection errors raise ``RetryableError`` (the
 pipeline retries ``flush()`` with backoff and jitter; rows written before the
@@ -134,10 +140,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from worker.attributes import number_fault
 from worker.canonical import STREAM_RETENTION_SECONDS, fits_dynamodb, number_text
-from worker.diff import Change, ChangeKind
+from worker.diff import Change, ChangeKind, image_missing
 from worker.errors import FatalError, RecordError, RetryableError
+from worker.records import StreamRecord
 from worker.sinks.aggregates.spec import (
+    ZERO,
     Aggregate,
     AggregateConfig,
     compile_aggregate,
@@ -167,6 +176,7 @@ __all__ = ["LOCAL_SHARD", "AggregatesSink", "create", "recompute"]
 
 SINK_NAME = "aggregates"
 LOCAL_SHARD = "local"  # the pseudo-shard of records without a shard id
+REPLAY_SHARD_PREFIX = "replay:"  # + shard/sequence: the pseudo-shard of one replayed dead letter
 HWM_MARGIN_SECONDS = 6 * 3600.0
 KEEP_SECONDS = STREAM_RETENTION_SECONDS + HWM_MARGIN_SECONDS
 
@@ -225,7 +235,7 @@ class AggregatesSink:
         self.log = log or structlog.get_logger("worker.sinks.aggregates")
         self.stats = AggregateStats()
         self._rows: dict[RowKey, PendingRow] = {}
-        self._seen: set[RecordId] = set()
+        self._seen: dict[RecordId, StreamRecord] = {}  # the records in the buffer
         self._states: OrderedDict[RowId, RowState] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -236,7 +246,10 @@ class AggregatesSink:
         if change.noop:
             return
         record = change.record
-        rid: RecordId = (record.shard_id or LOCAL_SHARD, record.sequence)
+        shard = record.shard_id or LOCAL_SHARD
+        if change.replayed:  # a dead letter this sink parked: applied once, under its own mark
+            shard = f"{REPLAY_SHARD_PREFIX}{shard}/{record.sequence_number}"
+        rid: RecordId = (shard, record.sequence)
         if rid in self._seen:
             return  # delivered twice into one buffer: its deltas are already here
         kind = change.kind
@@ -244,32 +257,36 @@ class AggregatesSink:
         if kind is not ChangeKind.INSERT:
             old = change.old
             if old is None:
-                raise RecordError(
-                    "needs the old image (stream view NEW_AND_OLD_IMAGES)", field="dynamodb.OldImage", sink=self.name
-                )
+                raise image_missing(change, "old", self.name)
         if kind is ChangeKind.INSERT or kind is ChangeKind.MODIFY:
             new = change.new
             if new is None:
-                raise RecordError(
-                    "needs the new image (stream view NEW_AND_OLD_IMAGES)", field="dynamodb.NewImage", sink=self.name
-                )
+                raise image_missing(change, "new", self.name)
         row_deltas, faults = deltas(self.aggregates, old, new)
         for d in row_deltas:
             row = self._rows.get((d.index, d.key))
             if row is None:
                 row = self._rows[(d.index, d.key)] = PendingRow(self.aggregates[d.index], d.group)
             row.entries[rid] = d.vector
-        self._seen.add(rid)
+        self._seen[rid] = record
         if faults:
             raise RecordError(
                 "; ".join(f"{name}: {f.reason}" for name, f in faults),
                 field=f"dynamodb.NewImage.{faults[0][1].path}",
                 sink=self.name,
+                applied=True,  # counted by the documented rule: a replay must not count it again
             )
 
     def flush(self) -> Sequence[RecordError]:
-        """Write one conditional update per touched row; returns when all are durable."""
+        """Write one conditional update per touched row; returns when all are durable.
+
+        Returns the records refused because a row could not absorb them (a total
+        beyond DynamoDB's 38 digits or range, :func:`_overflowing`): they are
+        taken out of every row they touch before any write, so each row stays
+        exact and the record can be replayed once fixed.
+        """
         pending = list(self._rows)
+        refused: list[RecordError] = []
         for _ in range(self.max_rounds):
             if not pending:
                 break
@@ -278,11 +295,41 @@ class AggregatesSink:
                 self.stats.reads += len(unknown)
                 for rid, state in read_states(self.client, unknown).items():
                     self._remember(rid, state)
+            refused += self._refuse_overflows(pending)
             pending = self._apply(pending)
         if pending:
             raise RetryableError(f"aggregates: {len(pending)} row(s) still contended after {self.max_rounds} rounds")
         self._seen.clear()
-        return ()
+        return refused
+
+    def _refuse_overflows(self, keys: list[RowKey]) -> list[RecordError]:
+        """Take every record some row cannot absorb out of all rows; one error per record."""
+        faults: dict[RecordId, str] = {}
+        for key in keys:
+            state = self._states.get(self._row_id(key))
+            if state is not None:
+                for rid, reason in _overflowing(self._rows[key], state):
+                    faults.setdefault(rid, f"aggregate {self._rows[key].aggregate.name} group {key[1]}: {reason}")
+        errors = []
+        for rid, reason in faults.items():
+            for row in self._rows.values():
+                row.entries.pop(rid, None)
+            record = self._seen.get(rid)
+            if record is None:
+                continue
+            errors.append(
+                RecordError(
+                    reason,
+                    where=record.location,
+                    field="dynamodb.NewImage",
+                    payload=record.original(),
+                    sink=self.name,
+                    shard_id=record.shard_id,
+                    sequence_number=record.sequence_number,
+                    raw=record.original_text(),
+                )
+            )
+        return errors
 
     def close(self) -> None:
         self._rows.clear()
@@ -399,6 +446,29 @@ class AggregatesSink:
         if failure is not None:
             raise failure
         return conflicts
+
+
+def _overflowing(row: PendingRow, state: RowState) -> list[tuple[RecordId, str]]:
+    """The records (in order) whose deltas would take a total of the row, or the write's
+    delta itself, beyond what DynamoDB stores exactly (38 digits, 1e-130..9.99e125)."""
+    agg = row.aggregate
+    names = [COUNT, *(m.name for m in agg.metrics if m.path is not None)]
+    stored = [state.totals.get(n, ZERO) for n in names]
+    total = agg.zero()
+    out: list[tuple[RecordId, str]] = []
+    for (shard, seq), delta in row.entries.items():
+        applied = state.applied(shard)
+        if applied is not None and seq <= applied:
+            continue
+        candidate = add_vectors(total, delta)
+        for name, held, d in zip(names, stored, candidate, strict=True):
+            fault = number_fault(d) or number_fault(add_vectors((held,), (d,))[0])
+            if fault is not None:
+                out.append(((shard, seq), f"{name}: {held} + {d}: {fault}; the record is not counted"))
+                break
+        else:
+            total = candidate
+    return out
 
 
 def report_rows(agg: Aggregate, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -51,6 +51,7 @@ class RowState:
 
     exists: bool
     hwm: Mapping[str, str] = field(default_factory=dict)  # shard -> hwm_entry
+    totals: Mapping[str, Decimal] = field(default_factory=dict)  # count and metric attributes, as read
 
     def applied(self, shard: str) -> int | None:
         """The last sequence of ``shard`` applied to this row (``None``: none known)."""
@@ -72,7 +73,8 @@ def state_of(attributes: Mapping[str, Any] | None) -> RowState:
         return ABSENT
     raw = attributes.get(HWM)
     hwm = decode_value(raw) if raw is not None else {}
-    return RowState(True, {str(k): str(v) for k, v in (hwm or {}).items()})
+    totals = {k: Decimal(v["N"]) for k, v in attributes.items() if isinstance(v, Mapping) and "N" in v}
+    return RowState(True, {str(k): str(v) for k, v in (hwm or {}).items()}, totals)
 
 
 @dataclass(frozen=True)
@@ -168,11 +170,7 @@ def read_states(client: DynamoDBClient, rows: Sequence[RowId], attempts: int = 4
         chunk = rows[start : start + BATCH_GET_MAX]
         request: dict[str, Any] = {}
         for table, pk, sk in chunk:
-            entry = request.setdefault(
-                table,
-                {"Keys": [], "ConsistentRead": True, "ProjectionExpression": "#pk, #sk, #hwm"},
-            )
-            entry["ExpressionAttributeNames"] = {"#pk": PK, "#sk": SK, "#hwm": HWM}
+            entry = request.setdefault(table, {"Keys": [], "ConsistentRead": True})  # marks and totals
             entry["Keys"].append({PK: {"S": pk}, SK: {"S": sk}})
         for _ in range(attempts):
             try:

@@ -1,11 +1,18 @@
-"""HTTP to OpenSearch for the search sink: one ``requests`` session, orjson bodies.
+"""HTTP to OpenSearch for the search sink: opensearch-py's connection, orjson bodies.
 
-Why not opensearch-py's client: the sink needs five endpoints (``_bulk``,
-``_mget``, index creation, refresh, scroll) with raw NDJSON bytes in and the
-per-item results out; the client's JSON layer (stdlib ``json``) would re-encode
-bodies the sink already encoded with orjson. opensearch-py still does the part
-that matters for AWS: its SigV4 signer (``RequestsAWSV4SignerAuth``) plugs into
-the session, for Amazon OpenSearch Service (``es``) and Serverless (``aoss``).
+The transport is opensearch-py's :class:`~opensearchpy.RequestsHttpConnection`
+(connection handling, TLS options, its SigV4 signer ``RequestsAWSV4SignerAuth``
+for Amazon OpenSearch Service ``es`` and Serverless ``aoss``). The bodies stay
+the sink's own: the five endpoints it needs (``_bulk``, ``_mget``, index
+creation, refresh, scroll) take bytes the sink already encoded with orjson
+(bulk NDJSON is built once per chunk, never re-serialized), and responses are
+parsed with orjson. Every status comes back to :meth:`SearchClient.request`,
+which maps it to one action.
+
+Proxies and CAs as boto3 has them (see :func:`make_session`): ``HTTP_PROXY`` /
+``HTTPS_PROXY`` / ``NO_PROXY`` from the environment; the CA bundle from
+``search.ca_certs`` (or ``verify_tls = false``), else ``AWS_CA_BUNDLE``, else
+``REQUESTS_CA_BUNDLE``, else the default bundle.
 
 Errors, each with one action (see :mod:`worker.errors`):
 
@@ -20,6 +27,8 @@ Per-item bulk results are returned as they are; the sink classifies them.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -27,6 +36,9 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import orjson
 import requests
+from opensearchpy import RequestsHttpConnection
+from opensearchpy.exceptions import ConnectionError as TransportConnectionError
+from opensearchpy.exceptions import TransportError
 from requests.adapters import HTTPAdapter
 
 from worker.config import SearchSection
@@ -34,6 +46,7 @@ from worker.errors import ConfigError, FatalError, RetryableError
 
 NDJSON = "application/x-ndjson"
 JSON = "application/json"
+EVERY_STATUS = range(100, 600)  # the connection returns them all; request() decides
 
 # Response trimming: the sink needs statuses and errors, not shard counts.
 BULK_FILTER = "errors,items.*.status,items.*.error.type,items.*.error.reason,items.*.error.caused_by"
@@ -47,14 +60,26 @@ class RequestTooLarge(RetryableError):
 class SearchClient:
     """The endpoints the search sink uses, against one base URL.
 
+    ``session`` (from :func:`make_session`) carries authentication, TLS and the
+    environment's proxies; the opensearch-py connection sends through it.
     ``calls`` counts requests by endpoint (benchmarks and tests read it).
     """
 
     def __init__(self, url: str, session: requests.Session, *, timeout: float = 30.0) -> None:
-        self.url = url.rstrip("/")
         self.session = session
         self.timeout = timeout
         self.calls: Counter[str] = Counter()
+        self.url = url
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @url.setter
+    def url(self, url: str) -> None:
+        """Point the client at another base URL (a new connection through the same session)."""
+        self._url = url.rstrip("/")
+        self.connection = _connection(self._url, self.session, self.timeout)
 
     # -- transport -------------------------------------------------------------------
 
@@ -72,25 +97,37 @@ class SearchClient:
         """Send one request; returns ``(status, parsed body)`` for statuses in ``expect``."""
         what = what or f"{method} {path}"
         self.calls[what.split(" ", 1)[0]] += 1
-        headers = {"Content-Type": content_type} if body is not None else {}
-        try:
-            resp = self.session.request(
-                method, self.url + path, data=body, params=params, headers=headers, timeout=self.timeout
-            )
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise RetryableError(f"search: {what}: {type(exc).__name__}: {exc}") from exc
-        except requests.RequestException as exc:
-            raise FatalError(f"search: {what}: {exc}") from exc
-        status = resp.status_code
-        content = resp.content
+        status, headers, content = self.send(method, path, body, params=params, content_type=content_type, what=what)
         if status in expect:
             return status, (orjson.loads(content) if content else None)
         detail = _error_text(content)
         if status == 413:
             raise RequestTooLarge(f"search: {what}: 413 request too large ({len(body or b'')} bytes)")
         if status == 429 or status >= 500:
-            raise RetryableError(f"search: {what}: {status} {detail}", retry_after=_retry_after(resp))
+            raise RetryableError(f"search: {what}: {status} {detail}", retry_after=_retry_after(headers))
         raise FatalError(f"search: {what}: {status} {detail}")
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        *,
+        params: Mapping[str, str] | None,
+        content_type: str,
+        what: str,
+    ) -> tuple[int, Mapping[str, str], str | bytes]:
+        """One exchange through the opensearch-py connection: ``(status, headers, body)``, any status."""
+        headers = {"Content-Type": content_type} if body is not None else {}
+        try:
+            status, resp_headers, data = self.connection.perform_request(
+                method, path, params=params, body=body, headers=headers, ignore=EVERY_STATUS, timeout=self.timeout
+            )
+        except TransportConnectionError as exc:  # refused, reset, timeout, TLS
+            raise RetryableError(f"search: {what}: {type(exc).__name__}: {exc.error}") from exc
+        except TransportError as exc:
+            raise FatalError(f"search: {what}: {exc}") from exc
+        return status, resp_headers, data
 
     # -- endpoints -------------------------------------------------------------------
 
@@ -179,10 +216,52 @@ class SearchClient:
                     pass  # the scroll expires on its own
 
     def close(self) -> None:
-        self.session.close()
+        self.connection.close()
 
 
 # -- construction -----------------------------------------------------------------------
+
+
+class _Session(requests.Session):
+    """A session whose own ``verify`` (chosen by :func:`make_session`) wins over
+    ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, which requests would otherwise
+    apply over it; proxies (``HTTP(S)_PROXY``, ``NO_PROXY``) still come from the
+    environment."""
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings["verify"] = self.verify if verify is None else verify
+        return settings
+
+
+def tls_verify(section: SearchSection, environ: Mapping[str, str] = os.environ) -> bool | str:
+    """What to verify the server's certificate with, in boto3's order: the configuration
+    (``ca_certs``, or ``verify_tls = false``), ``AWS_CA_BUNDLE``, ``REQUESTS_CA_BUNDLE``,
+    else the default bundle (``True``)."""
+    if section.ca_certs:
+        return section.ca_certs
+    if not section.verify_tls:
+        return False
+    return environ.get("AWS_CA_BUNDLE") or environ.get("REQUESTS_CA_BUNDLE") or True
+
+
+def _connection(base: str, session: requests.Session, timeout: float) -> RequestsHttpConnection:
+    """opensearch-py's requests connection to ``base``, sending through ``session``."""
+    # Every failed exchange is classified and reported by this client (retry or stop, with the
+    # reason); opensearch-py's own per-request warning would repeat it with a urllib3 traceback.
+    logging.getLogger("opensearch").setLevel(logging.ERROR)
+    parts = urlsplit(base)
+    conn = RequestsHttpConnection(
+        host=parts.hostname or "localhost",
+        port=parts.port,
+        use_ssl=parts.scheme == "https",
+        url_prefix=parts.path,
+        timeout=timeout,
+        ssl_show_warn=False,
+    )
+    conn.session.close()
+    conn.session = session
+    return conn
 
 
 def split_url(url: str) -> tuple[str, str, str]:
@@ -205,12 +284,11 @@ def make_session(section: SearchSection, region: str, *, credentials: Any = None
     ``credentials`` (a botocore credentials object) is given.
     """
     base, url_user, url_password = split_url(section.url)
-    session = requests.Session()
+    session = _Session()
     adapter = HTTPAdapter(pool_connections=2, pool_maxsize=8, max_retries=0)  # retries: the pipeline's
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    session.verify = section.ca_certs or section.verify_tls
-    session.trust_env = False  # no proxies or netrc picked up behind the configuration's back
+    session.verify = tls_verify(section)
     if section.auth == "basic":
         session.auth = (section.username, section.password)
     elif section.auth == "sigv4":
@@ -232,19 +310,20 @@ def _path(name: str) -> str:
     return quote(name, safe="")
 
 
-def _retry_after(resp: requests.Response) -> float | None:
-    value = resp.headers.get("Retry-After")
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
     try:
         return float(value) if value else None
     except ValueError:
         return None
 
 
-def _error_text(content: bytes) -> str:
+def _error_text(content: str | bytes) -> str:
     try:
         obj = orjson.loads(content) if content else None
     except orjson.JSONDecodeError:
-        return content[:300].decode("utf-8", "replace")
+        text = content if isinstance(content, str) else content.decode("utf-8", "replace")
+        return text[:300]
     err = obj.get("error", obj) if isinstance(obj, dict) else obj
     if isinstance(err, dict):
         return f"{err.get('type')}: {err.get('reason')}"

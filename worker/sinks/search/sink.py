@@ -101,7 +101,7 @@ import orjson
 import structlog
 
 from worker.config import Config, SearchSection
-from worker.diff import Change, ChangeKind
+from worker.diff import Change, ChangeKind, image_missing
 from worker.errors import ConfigError, RecordError, RetryableError
 from worker.sinks.search.client import RequestTooLarge, SearchClient, make_session
 from worker.sinks.search.docs import (
@@ -185,6 +185,8 @@ class SearchSink:
         if change.noop:
             self.stats["skipped-noop"] += 1
             return
+        if change.kind is ChangeKind.MODIFY and not change.record.has_new_image:
+            raise image_missing(change, "new", NAME)
         doc = doc_id(change.key)
         held = self._pending.get(doc)
         if held is None or change.record.sequence >= held.change.record.sequence:

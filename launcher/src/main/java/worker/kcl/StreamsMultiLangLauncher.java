@@ -8,6 +8,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.time.Duration;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.HashSet;
@@ -23,9 +24,15 @@ import com.amazonaws.services.dynamodbv2.streamsadapter.StreamsSchedulerFactory;
 import com.amazonaws.services.dynamodbv2.streamsadapter.polling.DynamoDBStreamsPollingConfig;
 import com.amazonaws.services.dynamodbv2.streamsadapter.util.KinesisMapperUtil;
 import org.slf4j.Logger;
+import sun.misc.Signal;
+import sun.misc.SignalHandler;
 import org.slf4j.LoggerFactory;
 import software.amazon.awssdk.auth.credentials.AwsCredentialsProvider;
+import software.amazon.awssdk.core.client.config.ClientOverrideConfiguration;
+import software.amazon.awssdk.core.internal.retry.SdkDefaultRetryStrategy;
 import software.amazon.awssdk.regions.Region;
+import software.amazon.awssdk.retries.StandardRetryStrategy;
+import software.amazon.awssdk.retries.api.BackoffStrategy;
 import software.amazon.awssdk.services.cloudwatch.CloudWatchAsyncClient;
 import software.amazon.awssdk.services.dynamodb.DynamoDbAsyncClient;
 import software.amazon.awssdk.services.dynamodb.streams.DynamoDbStreamsClient;
@@ -61,7 +68,8 @@ import software.amazon.kinesis.retrieval.polling.PollingConfig;
  * {@code dynamoDBStreamsEndpoint}, {@code cloudWatchEndpoint}. See launcher/README.md.
  *
  * <p>SIGTERM / SIGINT start the scheduler's graceful shutdown (children get
- * {@code shutdownRequested}, then {@code leaseLost}), bounded by {@code shutdownGraceMillis}.
+ * {@code shutdownRequested}, then {@code leaseLost}), bounded by {@code shutdownGraceMillis}; the
+ * exit code is 0 when it finished cleanly in time, 1 otherwise.
  */
 public final class StreamsMultiLangLauncher {
 
@@ -70,8 +78,13 @@ public final class StreamsMultiLangLauncher {
     static final String KEY_STREAMS_ENDPOINT = "dynamoDBStreamsEndpoint";
     static final String KEY_CLOUDWATCH_ENDPOINT = "cloudWatchEndpoint";
     static final long DEFAULT_SHUTDOWN_GRACE_MILLIS = 25_000L;
+    static final int ADAPTER_RETRY_ATTEMPTS = 10;
+    static final long ADAPTER_RETRY_BASE_MILLIS = 100L;
+    static final long ADAPTER_RETRY_MAX_MILLIS = 10_000L;
     static final String LOGBACK_PROPERTY = "logback.configurationFile";
     static final String LOGBACK_RESOURCE = "worker-kcl-logback.xml";
+    static final String LOGBACK_JSON_RESOURCE = "worker-kcl-logback-json.xml";
+    static final String LOG_FORMAT_ENV = "WORKER_KCL_LOG_FORMAT";
 
     private StreamsMultiLangLauncher() {}
 
@@ -83,7 +96,8 @@ public final class StreamsMultiLangLauncher {
         }
         // Before the first logger exists; an explicit -Dlogback.configurationFile wins.
         if (System.getProperty(LOGBACK_PROPERTY) == null) {
-            System.setProperty(LOGBACK_PROPERTY, LOGBACK_RESOURCE);
+            boolean json = "json".equalsIgnoreCase(System.getenv(LOG_FORMAT_ENV));
+            System.setProperty(LOGBACK_PROPERTY, json ? LOGBACK_JSON_RESOURCE : LOGBACK_RESOURCE);
         }
         Logger log = LoggerFactory.getLogger(StreamsMultiLangLauncher.class);
         int exitCode;
@@ -127,10 +141,14 @@ public final class StreamsMultiLangLauncher {
         if (streamsEndpoint == null) {
             adapterClient = new AmazonDynamoDBStreamsAdapterClient(creds, region); // adapter's retry policy
         } else {
+            // The adapter's own constructor sets this retry strategy; keep it with an endpoint too.
             DynamoDbStreamsClient streams = DynamoDbStreamsClient.builder()
                     .region(region)
                     .credentialsProvider(creds)
                     .endpointOverride(URI.create(streamsEndpoint))
+                    .overrideConfiguration(ClientOverrideConfiguration.builder()
+                            .retryStrategy(adapterRetryStrategy())
+                            .build())
                     .build();
             adapterClient = new AmazonDynamoDBStreamsAdapterClient(streams, region);
         }
@@ -232,20 +250,28 @@ public final class StreamsMultiLangLauncher {
                 ? cfg.getShutdownGraceMillis()
                 : DEFAULT_SHUTDOWN_GRACE_MILLIS;
         AtomicBoolean signalled = new AtomicBoolean(false);
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            signalled.set(true);
-            log.info("Shutdown requested; graceful KCL shutdown (up to {} ms)", graceMillis);
-            try {
-                boolean clean = scheduler.startGracefulShutdown().get(graceMillis, TimeUnit.MILLISECONDS);
-                log.info("Graceful shutdown finished (clean={})", clean);
-            } catch (TimeoutException e) {
-                log.warn("Graceful shutdown did not finish within {} ms; stopping now", graceMillis);
-                scheduler.shutdown();
-            } catch (Exception e) {
-                log.error("Graceful shutdown failed", e);
-                scheduler.shutdown();
+        // SIGTERM / SIGINT: graceful shutdown, then exit 0 when it finished cleanly within the grace
+        // period (1 otherwise). A second signal halts at once.
+        SignalHandler onSignal = sig -> {
+            if (!signalled.compareAndSet(false, true)) {
+                log.warn("Second signal ({}); halting", sig.getName());
+                Runtime.getRuntime().halt(128 + sig.getNumber());
             }
-        }, "kcl-shutdown"));
+            Thread stopper = new Thread(() -> {
+                boolean clean = gracefulShutdown(scheduler, graceMillis, "SIG" + sig.getName(), log);
+                System.exit(clean ? 0 : 1);
+            }, "kcl-shutdown");
+            stopper.start();
+        };
+        Signal.handle(new Signal("TERM"), onSignal);
+        Signal.handle(new Signal("INT"), onSignal);
+        // Any other end of the JVM (KCL's multilang code calls System.exit(1) when a child breaks the
+        // protocol): still try to shut the scheduler down gracefully; the exit code stays.
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            if (signalled.compareAndSet(false, true)) {
+                gracefulShutdown(scheduler, graceMillis, "JVM exit", log);
+            }
+        }, "kcl-shutdown-hook"));
 
         log.info("Starting KCL scheduler: application={} stream={} worker={} initialPosition={} region={}",
                 cfg.getApplicationName(), streamArn, cfg.getWorkerIdentifier(),
@@ -262,6 +288,37 @@ public final class StreamsMultiLangLauncher {
         }
         log.error("KCL scheduler stopped without a shutdown request (see the errors above)");
         return 1;
+    }
+
+    /**
+     * The retry strategy {@code AmazonDynamoDBStreamsAdapterClient(credentials, region)} gives its
+     * streams client (adapter 2.0.1 to 2.3.0): SDK standard retries, 10 attempts, exponential
+     * backoff from 100 ms to 10 s, for throttling as well.
+     */
+    static StandardRetryStrategy adapterRetryStrategy() {
+        BackoffStrategy backoff = BackoffStrategy.exponentialDelay(
+                Duration.ofMillis(ADAPTER_RETRY_BASE_MILLIS), Duration.ofMillis(ADAPTER_RETRY_MAX_MILLIS));
+        return SdkDefaultRetryStrategy.standardRetryStrategy().toBuilder()
+                .maxAttempts(ADAPTER_RETRY_ATTEMPTS)
+                .backoffStrategy(backoff)
+                .throttlingBackoffStrategy(backoff)
+                .build();
+    }
+
+    /** Returns whether the scheduler shut down cleanly within {@code graceMillis}. */
+    static boolean gracefulShutdown(Scheduler scheduler, long graceMillis, String why, Logger log) {
+        log.info("Shutdown requested ({}); graceful KCL shutdown (up to {} ms)", why, graceMillis);
+        try {
+            boolean clean = scheduler.startGracefulShutdown().get(graceMillis, TimeUnit.MILLISECONDS);
+            log.info("Graceful shutdown finished (clean={})", clean);
+            return clean;
+        } catch (TimeoutException e) {
+            log.warn("Graceful shutdown did not finish within {} ms; stopping now", graceMillis);
+        } catch (Exception e) {
+            log.error("Graceful shutdown failed", e);
+        }
+        scheduler.shutdown();
+        return false;
     }
 
     static Properties loadProperties(String path) throws IOException {
