@@ -63,7 +63,16 @@ def build_pipeline(
         sinks = retry.call(lambda: build_sinks(cfg, only=only, provision=provision), "start-up")
     if deadletters is None:
         deadletters = retry.call(lambda: build_deadletters(cfg, provision=provision), "start-up: dead letters")
-    return Pipeline(sinks, deadletters, retry=retry, max_batch_records=cfg.pipeline.max_batch_records, log=log)
+    p = cfg.pipeline
+    return Pipeline(
+        sinks,
+        deadletters,
+        retry=retry,
+        max_batch_records=p.max_batch_records,
+        flush_interval=p.flush_interval,
+        commit_interval=p.commit_interval,
+        log=log,
+    )
 
 
 def retry_policy(cfg: Config) -> RetryPolicy:

@@ -78,7 +78,9 @@ class AwsSection:
 
 @dataclass(frozen=True)
 class PipelineSection:
-    max_batch_records: int = 1000  # flush (and checkpoint) at least every N records
+    max_batch_records: int = 1000  # flush a size-flushed sink (aggregates, search) every N records...
+    flush_interval: float = 1.0  # ... or when its oldest unflushed record is this many seconds old
+    commit_interval: float = 5.0  # checkpoint what every sink made durable at most this often
     max_outage_seconds: float = 900.0  # retry a failing sink this long (from its first failure), then stop
     retry_attempts: int = 0  # an extra limit by count per call (0: none; the time budget decides)
     retry_base_seconds: float = 0.1
@@ -90,6 +92,10 @@ class PipelineSection:
             raise ConfigError(f"{prefix}.retry_attempts", f"must be >= 0 (0: no limit), got {self.retry_attempts}")
         if not 0 < self.max_outage_seconds <= 7 * 24 * 3600:
             raise ConfigError(f"{prefix}.max_outage_seconds", f"must be in (0, 604800], got {self.max_outage_seconds}")
+        if self.flush_interval < 0:
+            raise ConfigError(f"{prefix}.flush_interval", "must be >= 0 seconds")
+        if self.commit_interval < 0:
+            raise ConfigError(f"{prefix}.commit_interval", "must be >= 0 seconds")
         if self.retry_base_seconds < 0 or self.retry_max_seconds < self.retry_base_seconds:
             raise ConfigError(f"{prefix}.retry_max_seconds", "must be >= retry_base_seconds >= 0")
 
@@ -198,8 +204,8 @@ class ArchiveSection:
             raise ConfigError(f"{prefix}.prefix", f"must end with '/' and not start with one, got {self.prefix!r}")
         _positive(self.max_records, f"{prefix}.max_records")
         _positive(self.max_bytes, f"{prefix}.max_bytes")
-        if self.max_age_seconds <= 0:
-            raise ConfigError(f"{prefix}.max_age_seconds", f"must be > 0, got {self.max_age_seconds}")
+        if self.max_age_seconds < 0:  # 0: an object per commit tick
+            raise ConfigError(f"{prefix}.max_age_seconds", f"must be >= 0, got {self.max_age_seconds}")
         if not 1 <= self.compress_level <= 9:
             raise ConfigError(f"{prefix}.compress_level", f"must be 1..9, got {self.compress_level}")
 

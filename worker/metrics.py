@@ -119,6 +119,7 @@ class ShardMetricsFile:
             flushes=stats.flushes,
             sink_seconds=dict(stats.sink_seconds),
             sink_buckets={k: list(v) for k, v in getattr(stats, "sink_buckets", {}).items()},
+            unflushed_age=dict(getattr(stats, "unflushed_age", {})),
         )
         self.write()
 
@@ -180,6 +181,7 @@ class ShardView:
     trim_seconds_left: float | None
     checkpoint: dict[str, Any] | None
     last_batch_at: float | None
+    unflushed_age: dict[str, float] = field(default_factory=dict)  # per sink, at the last snapshot
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,7 @@ def _view(snap: dict[str, Any], now: float) -> ShardView:
         trim_seconds_left=left,
         checkpoint=snap.get("checkpoint"),
         last_batch_at=snap.get("last_batch_at"),
+        unflushed_age=dict(snap.get("unflushed_age") or {}),
     )
 
 
@@ -360,6 +363,16 @@ def render(snapshot: Snapshot, *, launcher_up: bool) -> bytes:
         "ApproximateCreationDateTime of the checkpointed record",
         lambda s: (s.checkpoint or {}).get("created"),
     )
+
+    fresh = GaugeMetricFamily(
+        "worker_sink_unflushed_age_seconds",
+        "Per sink, age of its oldest record not yet durable (at the shard's last snapshot)",
+        labels=["shard", "sink"],
+    )
+    for s in snapshot.shards:
+        for sink, age in sorted(s.unflushed_age.items()):
+            fresh.add_metric([s.shard, sink], age)
+    families.append(fresh)
 
     class _Static:
         def collect(self) -> Iterator[Any]:

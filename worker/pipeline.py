@@ -1,10 +1,30 @@
 """One pipeline for every source: decode -> diff -> sinks -> dead letters -> checkpoint.
 
 Sources hand over :class:`~worker.records.RawRecord` batches; the pipeline
-decodes, diffs and routes each change to every sink, then flushes. The position
-it returns is safe to checkpoint: **every sink and the dead-letter location have
-made every record up to it durable** (quix-streams' rule: flush, then commit; a
-failed flush aborts the commit).
+decodes, diffs and routes each change to every sink. A position it returns is
+safe to checkpoint: **every sink and the dead-letter location have made every
+record up to it durable** (quix-streams' rule: flush, then commit; a failed
+flush aborts the commit).
+
+Durability per sink (the model of Kafka Connect, Flink and quix-streams):
+
+* Every record added gets an *ordinal*. Each sink flushes on its own cadence
+  and the pipeline keeps, per sink, the last ordinal that sink made durable:
+  after ``flush()`` every record added so far; a sink with a cadence of its
+  own (:class:`~worker.sinks.Cadenced`, the archive) reports how many of its
+  most recent adds are still unflushed. Sinks without a cadence are flushed
+  by the pipeline when ``flush_records`` records or ``flush_interval`` seconds
+  have accumulated for them.
+* :meth:`Pipeline.commit` (at most once per ``commit_interval``) flushes the
+  dead letters, then returns, per shard, the newest position whose ordinal is
+  at most the minimum over sinks: a deque of (ordinal, shard, sequence) is
+  popped as that minimum advances. A parked record is in the dead letters'
+  buffer before its ordinal is passed, and the dead letters are flushed
+  before any position is reported, so a parked record is durable before it is
+  checkpointed.
+* :meth:`Pipeline.flush` flushes everything (shutdown, shard end, the end of a
+  replay or a local run) and reports every position added so far.
+* :meth:`Pipeline.discard` (lease lost) forgets everything not yet reported.
 
 Error actions (see :mod:`worker.errors`):
 
@@ -20,7 +40,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +52,7 @@ from worker.diff import Change, diff
 from worker.errors import Action, FatalError, RecordError, action_of
 from worker.records import RawRecord, StreamRecord
 from worker.retry import RetryPolicy
-from worker.sinks import DeadLetters, Sink
+from worker.sinks import Cadenced, DeadLetters, Sink
 
 __all__ = ["Pipeline", "Position", "Stats", "StopProcessing"]
 
@@ -58,6 +78,9 @@ class Stats:
     sink_seconds: dict[str, float] = field(default_factory=dict)
     # per sink: flushes per FLUSH_BUCKETS bucket (not cumulative; one more for +Inf)
     sink_buckets: dict[str, list[int]] = field(default_factory=dict)
+    sink_flushes: Counter[str] = field(default_factory=Counter)
+    commits: int = 0
+    unflushed_age: dict[str, float] = field(default_factory=dict)  # per sink, at the last commit tick
     last_created_at: float | None = None  # ApproximateCreationDateTime of the newest record
 
 
@@ -74,6 +97,10 @@ class Position:
 class Pipeline:
     """Routes changes to sinks; flushes and reports checkpoint-safe positions.
 
+    The intervals default to 0 (flush the size-flushed sinks after every
+    ``add`` and report at every ``commit``); ``[pipeline]`` configures them
+    for a service.
+
     Not thread-safe; one pipeline per shard process (the KCL model).
     """
 
@@ -84,39 +111,46 @@ class Pipeline:
         *,
         retry: RetryPolicy | None = None,
         max_batch_records: int = 1000,
+        flush_interval: float = 0.0,
+        commit_interval: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         log: Any = None,
     ) -> None:
         self.sinks = list(sinks)
         self.deadletters = deadletters
         self.retry = retry or RetryPolicy()
-        self.max_batch_records = max_batch_records
+        self.max_batch_records = max_batch_records  # a sink without a cadence is flushed every N records...
+        self.flush_interval = flush_interval  # ... or when its oldest unflushed record is this old
+        self.commit_interval = commit_interval
         self.clock = clock
         self.log = log or structlog.get_logger("worker.pipeline")
         self.stats = Stats()
-        self._pending: dict[str, str] = {}  # added, not yet flushed
-        self._durable: dict[str, str] = {}  # flushed, not yet reported by flush()
-        self._pending_count = 0
+        self._ordinal = 0  # records added so far
+        self._positions: deque[tuple[int, str, str]] = deque()  # (ordinal, shard, sequence), not yet reported
+        self._sinks = [_SinkState(sink) for sink in self.sinks]
+        self._last_commit = float("-inf")  # the first commit is not held back
         if self.retry.on_retry is None:
             self.retry.on_retry = self._on_retry
 
     # -- feeding -------------------------------------------------------------------
 
     def process(self, batch: Iterable[RawRecord]) -> Position:
-        """Add a batch and flush it; returns the position now safe to checkpoint."""
+        """Add a batch and flush everything; returns the position now safe to checkpoint."""
         self.add(batch)
         return self.flush()
 
     def add(self, batch: Iterable[RawRecord]) -> None:
-        """Decode, diff and add records to every sink; flushes every ``max_batch_records``.
+        """Decode, diff and add records to every sink; flushes the sinks that are due.
 
         A flush triggered here is durable, but the caller only learns the
-        position from :meth:`flush`; it is never acknowledged early.
+        position from :meth:`commit` or :meth:`flush`; it is never acknowledged early.
         """
+        limit = self.max_batch_records
         for raw in batch:
             self.add_one(raw)
-            if self._pending_count >= self.max_batch_records:
-                self._flush_sinks()
+            if self._ordinal % limit == 0:
+                self.flush_due()
+        self.flush_due()
 
     def add_one(self, raw: RawRecord) -> Change | None:
         stats = self.stats
@@ -132,7 +166,7 @@ class Pipeline:
             for name in raw.replay_sinks or (None,):
                 err.sink = name
                 self.park(err.located(err.where))
-            self._advance(raw.shard_id or raw.where, raw.sequence, raw.where)
+            self._advance(raw.shard_id or raw.where, raw.sequence)
             return None
         return self.add_record(record, position=raw.sequence, replay_sinks=raw.replay_sinks)
 
@@ -158,7 +192,7 @@ class Pipeline:
                 err = self._of(exc, record)
                 err.sink = name
                 self.park(err)
-            self._advance(record.shard_id or record.where, seq, record.where)
+            self._advance(record.shard_id or record.where, seq)
             return None
         sinks = self.sinks
         if replay_sinks is not None:
@@ -166,7 +200,12 @@ class Pipeline:
             if replay_sinks:
                 sinks = [s for s in sinks if s.name in replay_sinks]
         stats.changes["noop" if change.noop else change.kind._value_] += 1
-        for sink in sinks:
+        ordinal = self._ordinal + 1
+        for state in self._sinks:
+            sink = state.sink
+            if sinks is not self.sinks and not any(sink is s for s in sinks):  # a replayed dead letter: its sinks
+                continue
+            state.added(ordinal, self.clock)
             try:
                 sink.add(change)
             except RecordError as exc:
@@ -178,7 +217,7 @@ class Pipeline:
                     self.park(self._of(RecordError(str(exc), sink=sink.name), record))
                     continue
                 raise StopProcessing(f"{sink.name}: add failed at {record.location}: {exc}") from exc
-        self._advance(record.shard_id or record.where, seq, record.where)
+        self._advance(record.shard_id or record.where, seq)
         return change
 
     @staticmethod
@@ -192,37 +231,79 @@ class Pipeline:
 
     # -- flushing ------------------------------------------------------------------
 
-    def flush(self) -> Position:
-        """Flush every sink, then the dead letters; return what is now safe to checkpoint."""
-        self._flush_sinks()
-        done = self._durable
-        self._durable = {}
+    def flush_due(self) -> None:
+        """Flush the sinks whose cadence says so (size, age, or the sink's own rule)."""
+        now = self.clock()
+        for state in self._sinks:
+            if state.due(now, self.max_batch_records, self.flush_interval):
+                self._flush_sink(state, everything=False)
+
+    def commit(self, *, force: bool = False) -> Position:
+        """The positions every sink has made durable since the last report.
+
+        At most once per ``commit_interval`` (an empty position otherwise; the
+        first call is never held back) unless ``force``. Flushes the dead letters first, so a parked record is durable
+        before its position is reported.
+        """
+        now = self.clock()
+        if not force and now - self._last_commit < self.commit_interval:
+            return Position({})
+        self._last_commit = now
+        self.stats.unflushed_age = self.freshness()
+        self._flush_deadletters()
+        everything = self._ordinal
+        upto = min((s.durable if s.count else everything for s in self._sinks), default=everything)
+        done: dict[str, str] = {}
+        positions = self._positions
+        while positions and positions[0][0] <= upto:
+            _, shard, seq = positions.popleft()
+            done[shard] = seq
+        if done:
+            self.stats.commits += 1
         return Position(done)
 
-    def _flush_sinks(self) -> None:
-        pending, self._pending = self._pending, {}
-        self._pending_count = 0
-        for sink in self.sinks:
-            started = self.clock()
-            try:
+    def flush(self) -> Position:
+        """Flush every sink, then the dead letters; return what is now safe to checkpoint."""
+        for state in self._sinks:
+            self._flush_sink(state, everything=True)
+        self.stats.flushes += 1
+        return self.commit(force=True)
+
+    def freshness(self) -> dict[str, float]:
+        """Per sink, the age in seconds of its oldest record not yet durable (0 when none)."""
+        now = self.clock()
+        return {s.sink.name: s.oldest_age(now) for s in self._sinks}
+
+    def _flush_sink(self, state: _SinkState, *, everything: bool) -> None:
+        sink = state.sink
+        started = self.clock()
+        partial = not everything and isinstance(sink, Cadenced)
+        try:
+            if partial:
+                rejected = self.retry.call(sink.flush_ready, f"flush {sink.name}")  # type: ignore[attr-defined]
+            else:
                 rejected = self.retry.call(sink.flush, f"flush {sink.name}")
-            except Exception as exc:
-                raise StopProcessing(f"{sink.name}: flush failed: {exc}") from exc
-            finally:
-                took = self.clock() - started
-                secs = self.stats.sink_seconds
-                secs[sink.name] = secs.get(sink.name, 0.0) + took
-                buckets = self.stats.sink_buckets.setdefault(sink.name, [0] * (len(FLUSH_BUCKETS) + 1))
-                buckets[bisect.bisect_left(FLUSH_BUCKETS, took)] += 1
-            for err in rejected:
-                err.sink = err.sink or sink.name
-                self.park(err)
+        except Exception as exc:
+            raise StopProcessing(f"{sink.name}: flush failed: {exc}") from exc
+        finally:
+            took = self.clock() - started
+            secs = self.stats.sink_seconds
+            secs[sink.name] = secs.get(sink.name, 0.0) + took
+            buckets = self.stats.sink_buckets.setdefault(sink.name, [0] * (len(FLUSH_BUCKETS) + 1))
+            buckets[bisect.bisect_left(FLUSH_BUCKETS, took)] += 1
+        self.stats.sink_flushes[sink.name] += 1
+        for err in rejected:
+            err.sink = err.sink or sink.name
+            self.park(err)
+        if rejected:  # durable in the dead letters before the sink's position moves past them
+            self._flush_deadletters()
+        state.flushed(sink.unflushed() if partial else 0)  # type: ignore[attr-defined]
+
+    def _flush_deadletters(self) -> None:
         try:
             self.retry.call(self.deadletters.flush, "flush dead letters")
         except Exception as exc:
             raise StopProcessing(f"dead letters: flush failed: {exc}") from exc
-        self.stats.flushes += 1
-        self._durable.update(pending)
 
     def close(self) -> None:
         """Close sinks without flushing (unflushed work is dropped, never acknowledged)."""
@@ -232,21 +313,21 @@ class Pipeline:
             except Exception as exc:  # closing must not mask the reason we are closing
                 self.log.warning("sink close failed", sink=sink.name, error=str(exc))
         self.deadletters.close()
-        self._pending.clear()
-        self._durable = {}
+        self.discard()
 
     def discard(self) -> None:
-        """Forget everything not yet flushed (lease lost): nothing of it is acknowledged."""
-        self._pending.clear()
-        self._pending_count = 0
-        self._durable = {}
+        """Forget everything not yet reported (lease lost): nothing of it is acknowledged."""
+        self._positions.clear()
+        for state in self._sinks:
+            state.durable = self._ordinal
+            state.reset()
 
     # -- internals -----------------------------------------------------------------
 
-    def _advance(self, shard: str, sequence: str | None, where: str) -> None:
-        self._pending_count += 1
+    def _advance(self, shard: str, sequence: str | None) -> None:
+        self._ordinal += 1
         if sequence is not None:
-            self._pending[shard] = sequence
+            self._positions.append((self._ordinal, shard, sequence))
 
     def park(self, error: RecordError) -> None:
         """Park one record found bad outside the pipeline's own path (e.g. a damaged archive line):
@@ -269,6 +350,64 @@ class Pipeline:
     def _on_retry(self, what: str, attempt: int, exc: BaseException, wait: float) -> None:
         self.stats.retries += 1
         self.log.warning("retrying", what=what, attempt=attempt, wait=round(wait, 3), error=str(exc))
+
+
+class _SinkState:
+    """One sink's durability: the last durable ordinal and its unflushed adds.
+
+    ``adds`` holds (ordinal, added at) of the adds since the last durable
+    point, for sinks that may leave some of them unflushed (a
+    :class:`~worker.sinks.Cadenced` sink); for the others only the count and
+    the time of the first one are kept.
+    """
+
+    __slots__ = ("adds", "cadenced", "count", "durable", "first_at", "last", "sink")
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.cadenced = isinstance(sink, Cadenced)
+        self.durable = 0
+        self.last = 0  # ordinal of the newest add
+        self.count = 0
+        self.first_at: float | None = None
+        self.adds: deque[tuple[int, float]] = deque()
+
+    def added(self, ordinal: int, clock: Callable[[], float]) -> None:
+        self.last = ordinal
+        self.count += 1
+        if self.cadenced:
+            self.adds.append((ordinal, clock()))
+        elif self.first_at is None:
+            self.first_at = clock()
+
+    def due(self, now: float, records: int, interval: float) -> bool:
+        if self.cadenced:
+            return bool(self.adds) and self.sink.due(now)  # type: ignore[attr-defined]
+        if self.count == 0:
+            return False
+        first = self.first_at if self.first_at is not None else now
+        return self.count >= records or now - first >= interval
+
+    def flushed(self, unflushed: int) -> None:
+        """After a flush: every add but the newest ``unflushed`` ones is durable."""
+        if not self.cadenced or unflushed <= 0:
+            self.durable = self.last
+            self.reset()
+            return
+        adds = self.adds
+        while len(adds) > unflushed:
+            self.durable = adds.popleft()[0]
+        self.count = len(adds)
+
+    def reset(self) -> None:
+        self.count = 0
+        self.first_at = None
+        self.adds.clear()
+
+    def oldest_age(self, now: float) -> float:
+        if self.adds:
+            return now - self.adds[0][1]
+        return now - self.first_at if self.first_at is not None else 0.0
 
 
 def _payload(raw: RawRecord) -> Any:

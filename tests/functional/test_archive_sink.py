@@ -1,4 +1,4 @@
-"""The archive sink against moto S3: layout, durability at every flush, rotation, conflicts."""
+"""The archive sink against moto S3: layout, durability at every flush, one write per object, conflicts."""
 
 from __future__ import annotations
 
@@ -54,9 +54,32 @@ def test_every_flush_makes_every_buffered_record_durable(moto_url):
         assert not errors
         assert [r.sequence for r in got] == [seq_of(r) for r in records[: i + 20]]
         assert pos.sequences[PARENT] == str(seq_of(records[min(i + 19, 94)]))
-    # One open object per hour, rewritten in place at each flush (no object per batch).
+    # A full flush rotates: one object per flush, each written once.
     objects = archive.list_all(s3_client(moto_url), BUCKET, "changes/")
-    assert len(objects) == 1 and sink.puts == 5
+    assert len(objects) == 5 and sink.puts == 5
+
+
+def test_on_its_own_cadence_each_object_is_written_once_at_rotation(moto_url):
+    clock = Clock()
+    sink = make_sink(moto_url, clock=clock, max_records=40)
+    p = Pipeline([sink], MemoryDeadLetters(), retry=RetryPolicy(attempts=2, sleep=no_sleep), commit_interval=0.0)
+    records = stream(95)
+    reported = []
+    for i in range(0, 95, 10):  # KCL-sized batches: add, then commit what is durable
+        p.add(records[i : i + 10])
+        reported.append(p.commit().sequences.get(PARENT))
+        _, got, _ = archived(moto_url)
+        durable = {r.sequence for r in got}
+        if reported[-1] is not None:  # every reported position is readable in S3, with all before it
+            assert all(seq_of(r) in durable for r in records if seq_of(r) <= int(reported[-1]))
+    # Rotation at 40 records: objects of records 1-40 and 41-80 written, 81-95 still open.
+    assert [x for x in reported if x is not None] == [str(seq_of(records[39])), str(seq_of(records[79]))]
+    assert sink.puts == 2
+    objects = archive.list_all(s3_client(moto_url), BUCKET, "changes/")
+    stored = sum(o.size for o in objects)
+    assert sink.bytes_put == stored  # no rewrites: every byte uploaded is stored once
+    assert p.flush().sequences == {PARENT: str(seq_of(records[-1]))}
+    assert sink.puts == 3 and len(archived(moto_url)[1]) == 95
 
 
 def test_layout_names_and_lossless_envelopes(moto_url):
@@ -128,15 +151,18 @@ def test_rotation_by_records_bytes_and_age(moto_url):
     sink = make_sink(moto_url, clock=clock, max_age_seconds=60, prefix="age/")
     p = pipeline(sink)
     records = stream(30)
-    p.process(records[:10])
+    p.add(records[:10])
     clock.now = 30
-    p.process(records[10:20])  # same object, extended
-    assert len(archive.list_all(s3, BUCKET, "age/")) == 1
+    p.add(records[10:20])  # same object, still open: nothing written yet
+    assert archive.list_all(s3, BUCKET, "age/") == []
     clock.now = 61
-    p.process(records[20:])  # the object aged out: a new one starts
+    p.add(records[20:])  # the object aged out: written once, a new one starts
+    objs = archive.list_all(s3, BUCKET, "age/")
+    assert [o.name.first for o in objs] == [seq_of(records[0])]
+    assert all(o.name.first == seq_of(records[20]) for o in sink.open.values())
+    p.flush()
     objs = archive.list_all(s3, BUCKET, "age/")
     assert [o.name.first for o in objs] == [seq_of(records[0]), seq_of(records[20])]
-    assert sink.open == {} or all(o.name.first == seq_of(records[20]) for o in sink.open.values())
 
 
 def test_a_redelivery_with_other_batch_boundaries_overlaps_but_loses_nothing(moto_url):
@@ -149,21 +175,25 @@ def test_a_redelivery_with_other_batch_boundaries_overlaps_but_loses_nothing(mot
     p.process(records[25:])
     _, got, _ = archived(moto_url)
     assert [r.sequence for r in got] == [seq_of(r) for r in records]
-    # The first write met the longer object and adopted it instead of shrinking it; nothing is written twice.
+    # The first write met the longer object and adopted it instead of shrinking it; the second
+    # starts at records[25] and overlaps it (readers remove duplicates).
     assert second.conflicts == 1 and second.merges == 0
     s3 = s3_client(moto_url)
-    (obj,) = archive.list_all(s3, BUCKET, "changes/")
-    lines = gzip.decompress(s3.get_object(Bucket=BUCKET, Key=obj.key)["Body"].read()).splitlines()
-    assert len(lines) == 60
+    objs = archive.list_all(s3, BUCKET, "changes/")
+    lines = [
+        line
+        for o in objs
+        for line in gzip.decompress(s3.get_object(Bucket=BUCKET, Key=o.key)["Body"].read()).splitlines()
+    ]
+    assert len(objs) == 2 and len(lines) == 40 + 35
 
 
 def test_a_zombie_writer_can_never_shrink_an_object(moto_url):
     records = stream(40)
     zombie, owner = make_sink(moto_url), make_sink(moto_url)
     zp, op = pipeline(zombie), pipeline(owner)
-    zp.process(records[:10])  # the old lease owner wrote 10 records ...
-    op.process(records[:30])  # ... the new owner (from the same checkpoint) 30, and checkpoints them
-    zp.process(records[10:15])  # the zombie flushes once more, from its older view
+    op.process(records[:30])  # the new owner (from the same checkpoint) writes 30 and checkpoints them ...
+    zp.process(records[:10])  # ... then the old lease owner flushes its 10, from its older view
     _, got, _ = archived(moto_url)
     assert [r.sequence for r in got] == [seq_of(r) for r in records[:30]]
 
@@ -173,12 +203,10 @@ def test_without_conditional_writes_a_zombie_would_lose_acknowledged_records(mot
     records = stream(40)
     zombie = make_sink(moto_url, conditional_writes=False)
     owner = make_sink(moto_url, conditional_writes=False)
-    zp = pipeline(zombie)
-    zp.process(records[:10])
     pipeline(owner).process(records[:30])
-    zp.process(records[10:15])
+    pipeline(zombie).process(records[:10])
     _, got, _ = archived(moto_url)
-    assert [r.sequence for r in got] == [seq_of(r) for r in records[:15]]  # 15..29 were acknowledged, now gone
+    assert [r.sequence for r in got] == [seq_of(r) for r in records[:10]]  # 10..29 were acknowledged, now gone
 
 
 def test_a_put_whose_answer_was_lost_is_not_duplicated(moto_url):
@@ -195,7 +223,7 @@ def test_a_put_whose_answer_was_lost_is_not_duplicated(moto_url):
     assert p.stats.retries == 1
     _, got, _ = archived(moto_url)
     assert [r.sequence for r in got] == [seq_of(r) for r in records]
-    assert len(archive.list_all(s3_client(moto_url), BUCKET, "changes/")) == 1
+    assert len(archive.list_all(s3_client(moto_url), BUCKET, "changes/")) == 2  # one per full flush
 
 
 def test_a_failed_flush_keeps_its_buffer_for_the_retry(moto_url):
@@ -256,7 +284,7 @@ def test_config_rejects_bad_archive_settings():
 
     for env, key in [
         ({"WORKER__ARCHIVE__PREFIX": "no-slash"}, "archive.prefix"),
-        ({"WORKER__ARCHIVE__MAX_AGE_SECONDS": "0"}, "archive.max_age_seconds"),
+        ({"WORKER__ARCHIVE__MAX_AGE_SECONDS": "-1"}, "archive.max_age_seconds"),
         ({"WORKER__ARCHIVE__COMPRESS_LEVEL": "11"}, "archive.compress_level"),
     ]:
         with pytest.raises(ConfigError) as err:

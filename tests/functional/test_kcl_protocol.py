@@ -205,6 +205,8 @@ s3_endpoint_url = "{s3_url or moto_url}"
 retry_attempts = 2
 retry_base_seconds = 0.01
 retry_max_seconds = 0.02
+flush_interval = 0.0  # every sink durable and checkpointed at every batch
+commit_interval = 0.0
 
 [deadletter]
 url = "{tmp_path / "dead"}"
@@ -217,6 +219,7 @@ metrics = {{ orders = "count", revenue = "sum(total)" }}
 
 [archive]
 bucket = "archive"
+max_age_seconds = 0.0
 
 [kcl]
 checkpoint_retries = 3

@@ -133,9 +133,16 @@ def test_the_raw_diff_finds_what_a_walk_of_the_decoded_items_finds(old, patch, d
 def test_the_benchmark_runs_and_prints_its_table(capsys):
     assert dispatcher.main(["pipeline", "--records", "60", "--repeats", "1", "--no-rss"]) == 0
     out = capsys.readouterr().out
-    for row in ("(a) json + boto3", "(b) Powertools", "(c) orjson", "worker decode", "worker pipeline (multilang"):
+    for row in (
+        "(a) json + boto3",
+        "(b) Powertools",
+        "(c) orjson",
+        "worker decode",
+        "worker pipeline (multilang",
+        "worker pipeline, all sinks",
+    ):
         assert row in out
-    assert out.count("target: ") == 3
+    assert out.count("target: ") == 5
     assert dispatcher.main(["no-such-bench"]) == 2
 
 

@@ -176,6 +176,7 @@ class FakeStats:
         self.sink_seconds = Counter({"aggregates": 0.5})
         # 3 flushes: 0.004 s, 0.2 s and 0.296 s (buckets <= 0.005, <= 0.25 and <= 0.5)
         self.sink_buckets = {"aggregates": [1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0]}
+        self.unflushed_age = {"aggregates": 0.25, "archive": 42.0}
 
 
 class Clock:
@@ -276,6 +277,8 @@ def test_exposition_parses_and_names_every_metric(tmp_path: Path) -> None:
     assert ("python_info", ()) in {(n, ()) for n, _ in got}
     assert any(name.startswith("python_gc_") for name, _ in got)
     assert got[("worker_shard_processes", ())] == 1
+    assert got[("worker_sink_unflushed_age_seconds", (*shard, ("sink", "archive")))] == 42.0
+    assert got[("worker_sink_unflushed_age_seconds", (*shard, ("sink", "aggregates")))] == 0.25
 
 
 def test_health_and_readiness(tmp_path: Path) -> None:

@@ -61,8 +61,8 @@ class _Capture:
         pass
 
 
-def processor(sink: MemorySink, retries: int = 3) -> ShardProcessor:
-    pipeline = Pipeline([sink], MemoryDeadLetters(), retry=RetryPolicy(attempts=2, sleep=no_sleep))
+def processor(sink: MemorySink, retries: int = 3, **intervals: float) -> ShardProcessor:
+    pipeline = Pipeline([sink], MemoryDeadLetters(), retry=RetryPolicy(attempts=2, sleep=no_sleep), **intervals)
     p = ShardProcessor(pipeline, checkpoint_retry=RetryPolicy(attempts=retries, sleep=no_sleep), die=die)
     p.initialize(
         messages.InitializeInput(
@@ -114,7 +114,7 @@ def test_checkpoint_retries_then_dies_on_an_unknown_error() -> None:
 
 def test_lease_lost_drops_pending_work_and_closes() -> None:
     sink = MemorySink()
-    p = processor(sink)
+    p = processor(sink, flush_interval=60)
     p.pipeline.add(
         [RawRecord(payload=shapes.build("INSERT", {"id": "x"}, new={"id": "x"}), where="f:1", shard_id=SHARD)]
     )
@@ -126,12 +126,12 @@ def test_lease_lost_drops_pending_work_and_closes() -> None:
 
 def test_the_checkpoint_is_the_position_the_pipeline_reports_durable() -> None:
     class Reporting(Pipeline):
-        """A real pipeline whose flush reports an older position than the batch's last record."""
+        """A real pipeline whose commit reports an older position than the batch's last record."""
 
         reported: str = ""
 
-        def flush(self) -> Any:
-            position = super().flush()
+        def commit(self, *, force: bool = False) -> Any:
+            position = super().commit(force=force)
             return type(position)({SHARD: self.reported})
 
     recs = records(3)
@@ -159,3 +159,42 @@ def test_a_last_record_that_does_not_decode_is_parked_and_checkpointed() -> None
     p.process_records(process_input([recs[0], bad], cp))
     assert len(sink.flushed) == 1
     assert cp.calls == [(bad.sequence_number, 0)]
+
+
+def test_batches_are_acknowledged_without_a_checkpoint_until_the_commit_interval() -> None:
+    now = [0.0]
+    sink = MemorySink()
+    pipeline = Pipeline(
+        [sink],
+        MemoryDeadLetters(),
+        retry=RetryPolicy(attempts=2, sleep=no_sleep),
+        flush_interval=1.0,
+        commit_interval=5.0,
+        clock=lambda: now[0],
+    )
+    p = ShardProcessor(pipeline, checkpoint_retry=RetryPolicy(attempts=3, sleep=no_sleep), die=die)
+    p.initialize(
+        messages.InitializeInput(
+            {"action": "initialize", "shardId": SHARD, "sequenceNumber": "TRIM_HORIZON", "subSequenceNumber": 0}
+        )
+    )
+    recs = records(6)
+    cp = FakeCheckpointer()
+    p.process_records(process_input(recs[:2], cp))
+    now[0] = 2.0
+    p.process_records(process_input(recs[2:4], cp))  # the sink is due (2 s old): flushed, not checkpointed
+    assert len(sink.flushed) == 4 and cp.calls == []
+    now[0] = 5.5
+    p.process_records(process_input(recs[4:5], cp))  # interval elapsed: the durable position, not the newest
+    assert cp.calls == [(recs[3].sequence_number, 0)] and len(sink.pending) == 1
+    now[0] = 6.0
+    p.process_records(process_input([], cp))  # an empty batch runs the cadence; no commit before 10.5
+    assert cp.calls == [(recs[3].sequence_number, 0)]
+    p.process_records(process_input(recs[5:], cp))
+    p.shutdown_requested(_Shutdown(cp))  # graceful hand-off: flush everything, checkpoint the newest
+    assert sink.pending == [] and cp.calls[-1] == (recs[5].sequence_number, 0)
+
+
+class _Shutdown:
+    def __init__(self, checkpointer: FakeCheckpointer) -> None:
+        self.checkpointer = checkpointer

@@ -18,9 +18,9 @@ def batch(n, start=1, shard="shardId-1"):
     return out
 
 
-def pipeline(*sinks, attempts=3):
+def pipeline(*sinks, attempts=3, **intervals):
     dl = MemoryDeadLetters()
-    return Pipeline(list(sinks), dl, retry=RetryPolicy(attempts=attempts, sleep=no_sleep)), dl
+    return Pipeline(list(sinks), dl, retry=RetryPolicy(attempts=attempts, sleep=no_sleep), **intervals), dl
 
 
 def test_position_is_reported_only_after_every_sink_flushed():
@@ -117,7 +117,7 @@ def test_dead_letters_are_durable_before_the_position_is_returned():
 
 def test_discard_forgets_unflushed_work():
     sink = MemorySink()
-    p, _ = pipeline(sink)
+    p, _ = pipeline(sink, flush_interval=60)
     p.add(batch(2))
     p.discard()
     p.close()
@@ -127,7 +127,7 @@ def test_discard_forgets_unflushed_work():
 
 def test_large_batches_flush_every_max_batch_records():
     sink = MemorySink()
-    p = Pipeline([sink], MemoryDeadLetters(), retry=RetryPolicy(sleep=no_sleep), max_batch_records=2)
+    p = Pipeline([sink], MemoryDeadLetters(), retry=RetryPolicy(sleep=no_sleep), max_batch_records=2, flush_interval=60)
     p.add(batch(5))
     assert sink.flushes == 2 and len(sink.flushed) == 4
     assert p.flush().sequences == {"shardId-1": str(10**20 + 5)}

@@ -71,6 +71,10 @@ def render(
         "metricsLevel": "NONE",
         # Off: no instance-metadata probe (local runs and tests); on: KCL balances leases on host CPU.
         "disableWorkerMetrics": _text(cfg.kcl.disable_worker_metrics),
+        # The pipeline flushes on each sink's cadence and checkpoints every commit_interval as
+        # records arrive; empty polls must reach the shard process too, or an idle shard would
+        # hold its last flushes and checkpoint back until the next record.
+        "callProcessRecordsEvenForEmptyRecordList": "true",
     }
     endpoints = {
         "dynamoDBEndpoint": cfg.aws.endpoint("dynamodb"),

@@ -18,6 +18,12 @@ included) and decides what it means for its target. The contract:
     buffer must be kept so the pipeline can call ``flush()`` again.
     Anything else stops the worker without a checkpoint.
 
+A sink flushed by size or age (aggregates, search) implements only these: the
+pipeline calls ``flush()`` when ``[pipeline] max_batch_records`` records or
+``flush_interval`` seconds have accumulated for it. A sink with a cadence of
+its own (the archive: one write per object, at rotation) also implements
+:class:`Cadenced`.
+
 ``close()``
     Release resources. Unflushed changes are dropped (on lease loss this is
     exactly what is wanted: the next owner replays them from the checkpoint).
@@ -31,7 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 from worker.diff import Change
 from worker.errors import RecordError
 
-__all__ = ["DeadLetters", "Reporting", "Sink"]
+__all__ = ["Cadenced", "DeadLetters", "Reporting", "Sink"]
 
 
 @runtime_checkable
@@ -43,6 +49,25 @@ class Sink(Protocol):
     def flush(self) -> Sequence[RecordError]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Cadenced(Protocol):
+    """A sink that decides when to write, and may keep its newest records unflushed.
+
+    ``due(now)``: whether :meth:`flush_ready` has something to write.
+    ``flush_ready()``: write what the sink's cadence makes ready (e.g. rotated
+    objects); same error contract as ``flush()``. ``unflushed()``: how many of
+    the most recent ``add`` calls (counted from the moment ``add`` is entered)
+    are not durable yet; every earlier one is. ``flush()`` still makes
+    everything durable (shutdown, shard end).
+    """
+
+    def due(self, now: float) -> bool: ...
+
+    def flush_ready(self) -> Sequence[RecordError]: ...
+
+    def unflushed(self) -> int: ...
 
 
 @runtime_checkable

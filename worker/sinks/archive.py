@@ -3,22 +3,24 @@
 Layout and line format: :mod:`worker.archive.layout`. Every change is
 archived (no-ops and TTL expirations too), as the record was delivered.
 
-Durability (the checkpoint never passes a record whose object is not durable):
-``flush()`` writes every buffered record before it returns, so an object that
-is still *open* (not rotated yet) is written as it is so far; the next flush
-rewrites the same key with the records added since. Each rewrite appends one
-gzip member to the bytes already written (no recompression), so an open object
-costs one PUT of its current size per flush: rotation (``max_records``,
-``max_bytes`` of uncompressed JSON, ``max_age_seconds``) bounds that write
-amplification; the objects are as large as rotation allows, however small
-the KCL batches are.
+Durability and cadence (the checkpoint never passes a record whose object is
+not durable): **each object is written once**, when it rotates
+(``max_records``, ``max_bytes`` of uncompressed JSON, ``max_age_seconds``),
+with one PUT of its whole gzip body; nothing is ever appended or rewritten.
+The sink is :class:`~worker.sinks.Cadenced`: ``due``/``flush_ready`` write
+rotated objects, ``unflushed`` tells the pipeline how many of its newest
+records are still in open objects (the pipeline's checkpoint stays behind
+them), and ``flush()`` (shutdown, shard end, end of a replay) rotates and
+writes every open object. Worst-case freshness: a record reaches S3 at most
+``max_age_seconds`` after its object opened (checked as records arrive and at
+every commit tick), and is checkpointed at most ``[pipeline] commit_interval``
+later.
 
 Idempotence and conflicts: names are deterministic (table, hour, shard, first
 sequence number), so a retried flush or a redelivered batch with the same
-boundaries rewrites its own object. **An object's records only ever grow**:
-the first write of a name is conditional on its absence (``If-None-Match: *``)
-and each rewrite on the version this sink wrote last (``If-Match: <etag>``).
-When either fails (a crash and restart from an older checkpoint, a retried
+boundaries writes its own object again. **An object's records only ever grow**:
+the write of a name is conditional on its absence (``If-None-Match: *``).
+When that fails (a crash and restart from an older checkpoint, a retried
 PUT whose answer was lost, a zombie owner of the lease still flushing), the
 sink reads the object, merges it with its own records (union by sequence
 number) and writes the union conditionally again. So no interleaving of
@@ -72,15 +74,13 @@ _MERGE_ATTEMPTS = 5
 
 @dataclass
 class _Object:
-    """One open object: what is durable (``body``, gzip members) and what is not (``pending``)."""
+    """One object not yet written: its records (``pending``), written once at rotation."""
 
     name: ObjectName
     key: str
     opened: float
-    body: bytes = b""
-    etag: str | None = None  # of our last write; None: never written by us
-    durable: set[int] = field(default_factory=set)  # sequence numbers in body
-    size: int = 0  # uncompressed bytes, durable and pending
+    first_add: int  # the sink's add count at its first record
+    size: int = 0  # uncompressed bytes
     last: int = -1  # highest sequence number added
     pending: list[tuple[int, bytes]] = field(default_factory=list)
 
@@ -113,6 +113,8 @@ class ArchiveSink:
         self.log = log or structlog.get_logger("worker.sinks.archive")
         self.open: dict[tuple[str, str, Any], _Object] = {}  # (table, stream, hour) -> object
         self.closing: list[_Object] = []  # rotated, with records not yet written
+        self.adds = 0  # add calls so far (see unflushed)
+        self.bytes_put = 0  # bytes uploaded (merges included)
         self.puts = 0
         self.conflicts = 0  # conditional writes that found another version
         self.merges = 0  # ... and wrote the union
@@ -120,6 +122,7 @@ class ArchiveSink:
     # -- Sink ----------------------------------------------------------------------
 
     def add(self, change: Change) -> None:
+        self.adds += 1
         record = change.record
         table = record.table or self.table
         line = encode_line(record, table)
@@ -135,7 +138,7 @@ class ArchiveSink:
             obj = None
         if obj is None:
             name = ObjectName(table, hour, stream, seq)
-            obj = _Object(name, name.key(self.prefix), self.clock())
+            obj = _Object(name, name.key(self.prefix), self.clock(), self.adds)
             self.open[slot] = obj
         obj.pending.append((seq, line))
         obj.size += len(line) + 1
@@ -146,30 +149,46 @@ class ArchiveSink:
             # Only after a redelivery inside one sink (the stream itself is ordered):
             # a new object keeps every object's records above its name's sequence.
             return True
-        count = len(obj.durable) + len(obj.pending)
         return (
-            count >= self.max_records
+            len(obj.pending) >= self.max_records
             or obj.size + size + 1 > self.max_bytes
             or self.clock() - obj.opened >= self.max_age
         )
 
-    def flush(self) -> Sequence[RecordError]:
-        """Write every object with pending records (rotated ones first), then close aged ones.
+    def due(self, now: float) -> bool:
+        """A rotated object waits, or an open one has reached ``max_age_seconds``."""
+        return bool(self.closing) or any(now - obj.opened >= self.max_age for obj in self.open.values())
 
-        On a RetryableError the objects already written keep their new state and
-        the rest keep their pending records: calling flush again finishes the job.
+    def flush_ready(self) -> Sequence[RecordError]:
+        """Rotate aged objects and write every rotated one (each once).
+
+        On a RetryableError the objects already written are gone from the
+        buffer and the rest stay: calling it again finishes the job.
         """
-        while self.closing:
-            self._write(self.closing[0])
-            self.closing.pop(0)
-        for obj in list(self.open.values()):
-            if obj.pending:
-                self._write(obj)
         now = self.clock()
         for slot, obj in list(self.open.items()):
             if now - obj.opened >= self.max_age:
                 del self.open[slot]
+                self.closing.append(obj)
+        self._write_closing()
         return ()
+
+    def flush(self) -> Sequence[RecordError]:
+        """Rotate and write every object (shutdown, shard end, end of a replay)."""
+        self.closing.extend(self.open.values())
+        self.open.clear()
+        self._write_closing()
+        return ()
+
+    def unflushed(self) -> int:
+        """How many of the newest adds are not durable (from the oldest unwritten object's first)."""
+        firsts = [obj.first_add for obj in self.closing] + [obj.first_add for obj in self.open.values()]
+        return self.adds - min(firsts) + 1 if firsts else 0
+
+    def _write_closing(self) -> None:
+        while self.closing:
+            self._write(self.closing[0])
+            self.closing.pop(0)
 
     def close(self) -> None:
         self.open.clear()
@@ -183,17 +202,13 @@ class ArchiveSink:
     # -- writing -------------------------------------------------------------------
 
     def _write(self, obj: _Object) -> None:
-        # Records already in the object (adopted from another writer's version) are not appended twice.
-        new = [(seq, line) for seq, line in obj.pending if seq not in obj.durable]
-        if new:
-            lines = b"".join(line + b"\n" for _, line in new)
-            body = obj.body + gzip.compress(lines, compresslevel=self.level, mtime=0)
-            etag = self._put(obj.key, body, obj.etag)
-            durable = obj.durable | {seq for seq, _ in new}
-            if etag is None:  # someone else wrote this name: merge with what is there
+        """One conditional PUT of the whole object; a conflict merges with what is there."""
+        if obj.pending:
+            lines = b"".join(line + b"\n" for _, line in obj.pending)
+            body = gzip.compress(lines, compresslevel=self.level, mtime=0)
+            if self._put(obj.key, body, None) is None:  # someone else wrote this name: merge
                 self.conflicts += 1
-                body, etag, durable = self._merge(obj, new)
-            obj.body, obj.etag, obj.durable = body, etag, durable
+                self._merge(obj, obj.pending)
         obj.pending.clear()
 
     def _put(self, key: str, body: bytes, etag: str | None) -> str | None:
@@ -213,6 +228,7 @@ class ArchiveSink:
                 return None
             raise classify_s3(exc, f"archive: put s3://{self.bucket}/{key}") from exc
         self.puts += 1
+        self.bytes_put += len(body)
         return str(resp.get("ETag", ""))
 
     def _merge(self, obj: _Object, new: list[tuple[int, bytes]]) -> tuple[bytes, str, set[int]]:
@@ -220,8 +236,7 @@ class ArchiveSink:
 
         Returns the body now in S3, its ETag and its sequence numbers.
         """
-        mine = dict(_lines(obj.body, obj.key))
-        mine.update(new)
+        mine = dict(new)
         for _ in range(_MERGE_ATTEMPTS):
             data, etag = self._get(obj.key)
             theirs = dict(_lines(data, obj.key)) if etag is not None else {}

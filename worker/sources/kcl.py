@@ -6,10 +6,14 @@ that protocol and calls :class:`ShardProcessor`.
 
 Guarantees:
 
-* **Checkpoint after durability.** ``processRecords`` hands the batch to the
-  pipeline, whose ``process`` returns only once every sink and the dead
-  letters have flushed; only then is the batch's last sequence number
-  checkpointed, and only then does kclpy reply ``status`` (the acknowledgement).
+* **Checkpoint after durability, at the commit interval.** ``processRecords``
+  adds the batch to the pipeline (each sink flushes on its own cadence) and
+  acknowledges it without waiting for every sink. At most once per
+  ``[pipeline] commit_interval`` it checkpoints the newest record that the
+  pipeline reports durable in every sink and the dead letters
+  (:meth:`~worker.pipeline.Pipeline.commit`), never anything newer. Empty
+  batches (``callProcessRecordsEvenForEmptyRecordList``) run the cadence too,
+  so an idle shard still flushes and checkpoints.
 * **Never a silent acknowledgement.** kclpy catches exceptions from the
   processor, logs them and acknowledges the batch anyway. So every callback
   here is guarded: on an unrecoverable failure (``StopProcessing``, retries
@@ -37,6 +41,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
@@ -45,7 +50,7 @@ from amazon_kclpy.checkpoint_error import CheckpointError
 from amazon_kclpy.v3 import processor as kclpy_v3
 
 from worker.metrics import ShardMetricsFile
-from worker.pipeline import Pipeline
+from worker.pipeline import Pipeline, Position
 from worker.records import RawRecord
 from worker.retry import RetryPolicy
 
@@ -95,6 +100,8 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
         self.shard_id = "unknown"
         self.metrics = ShardMetricsFile(None, self.shard_id, clock=clock)
         self.last_durable: tuple[str, int | None, float | None] | None = None  # sequence, sub, created
+        self.unacked: deque[tuple[str, int | None, float]] = deque()  # added, not yet checkpointed
+        self.checkpointer: Any = None  # the latest batch's
         self.closed = False
 
     # -- kclpy callbacks (each one guarded: see the module docstring) ------------------
@@ -145,7 +152,10 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
 
     def _process_records(self, inp: Any) -> None:
         records: Sequence[Any] = inp.records
-        if not records:
+        self.checkpointer = inp.checkpointer
+        if not records:  # idle: the sinks' cadence and the commit interval still run
+            self.pipeline.flush_due()
+            self._commit(self.pipeline.commit())
             return
         shard = self.shard_id
         batch = [
@@ -155,34 +165,45 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
             for r in records
         ]
         created = [r.timestamp_millis / 1000 for r in records]
+        self.unacked.extend(
+            (str(r.sequence_number), r.sub_sequence_number, c) for r, c in zip(records, created, strict=True)
+        )
         self.metrics.batch_started(min(created))
-        # Returns only when every sink and the dead letters are durable; the checkpoint is
-        # exactly the position the pipeline reports durable, never the batch's last record.
-        durable = self.pipeline.process(batch).sequences.get(shard)
-        if durable is None:  # nothing of this batch is durable: nothing to acknowledge
-            self.metrics.batch_done(self.pipeline.stats, max(created))
+        self.pipeline.add(batch)
+        # The checkpoint is exactly the position the pipeline reports durable, never newer.
+        self._commit(self.pipeline.commit())
+        self.metrics.batch_done(self.pipeline.stats, max(created))
+
+    def _commit(self, position: Position) -> None:
+        """Checkpoint the durable position (if any) with the latest checkpointer."""
+        durable = position.sequences.get(self.shard_id)
+        if durable is None:
             return
-        at = {str(r.sequence_number): i for i, r in enumerate(records)}[durable]
-        last = records[at]
-        self.last_durable = (last.sequence_number, last.sub_sequence_number, created[at])
+        unacked = self.unacked
+        while unacked and unacked[0][0] != durable:
+            unacked.popleft()
+        if not unacked:  # not a record of ours: never checkpoint what we cannot place
+            raise CheckpointFailed(f"durable position {durable} is not a record of this lease", exhausted=False)
+        seq, sub, created = unacked.popleft()
+        self.last_durable = (seq, sub, created)
         try:
-            self._checkpoint(inp.checkpointer, last.sequence_number, last.sub_sequence_number, created[at])
+            self._checkpoint(self.checkpointer, seq, sub, created)
         except CheckpointFailed as exc:
             if not exc.exhausted and exc.error not in LEASE_GONE_ERRORS:
                 raise
             # Durable but not checkpointed: acknowledging is safe (the next checkpoint covers it,
             # or, the lease being lost, the next owner replays it idempotently).
             if exc.exhausted:
-                self.log.error("checkpoint gave up; continuing", sequence=last.sequence_number, error=exc.error)
-        self.metrics.batch_done(self.pipeline.stats, max(created))
+                self.log.error("checkpoint gave up; continuing", sequence=seq, error=exc.error)
 
     def _lease_lost(self) -> None:
         self.pipeline.discard()
+        self.unacked.clear()
         self.log.info("lease lost; unflushed work dropped, nothing checkpointed")
         self._close("lease lost")
 
     def _shard_ended(self, checkpointer: Any) -> None:
-        self.pipeline.flush()
+        self._record_durable(self.pipeline.flush())
         created = self.last_durable[2] if self.last_durable else None
         try:
             self._checkpoint(checkpointer, None, None, created)  # no sequence: SHARD_END
@@ -193,7 +214,7 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
         self._close("shard ended")
 
     def _shutdown_requested(self, checkpointer: Any) -> None:
-        self.pipeline.flush()
+        self._record_durable(self.pipeline.flush())
         seq, sub, created = self.last_durable or (None, None, None)
         try:
             self._checkpoint(checkpointer, seq, sub, created)
@@ -204,6 +225,16 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
         else:
             self.log.info("shutdown requested; checkpointed", sequence=seq)
         self.metrics.update(self.pipeline.stats)
+
+    def _record_durable(self, position: Position) -> None:
+        """After a full flush: the newest durable record becomes ``last_durable``."""
+        durable = position.sequences.get(self.shard_id)
+        if durable is None:
+            return
+        for seq, sub, created in self.unacked:
+            if seq == durable:
+                self.last_durable = (seq, sub, created)
+        self.unacked.clear()
 
     def _checkpoint(self, checkpointer: Any, sequence: str | None, sub: int | None, created: float | None) -> None:
         """Checkpoint, retrying throttling; raises :class:`CheckpointFailed`.

@@ -58,6 +58,11 @@ index = "orders"
 [archive]
 bucket = "orders-archive"
 prefix = "changes/"
+max_age_seconds = 2.0
+
+[pipeline]
+flush_interval = 0.5
+commit_interval = 1.0
 """
 
 # Tests: 50 records per GetRecords, so a few hundred changes make several batches.

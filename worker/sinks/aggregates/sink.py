@@ -1,5 +1,13 @@
 """Aggregates sink: counts and sums per group in DynamoDB tables, with an exactly-once effect.
 
+Cadence and freshness: the pipeline flushes this sink every ``[pipeline]
+max_batch_records`` records or when its oldest unflushed record is
+``flush_interval`` seconds old, so a change reaches its rows at worst
+``flush_interval`` plus one flush after it arrived. A flush may happen long
+before the checkpoint passes its records (the checkpoint waits for the slowest
+sink): after a crash those records come again and the per-shard marks on each
+row make the second application a no-op, whatever the batch boundaries.
+
 Configuration (one sink serves every ``[[aggregates]]`` entry)::
 
     [[aggregates]]

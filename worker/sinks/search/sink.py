@@ -7,6 +7,12 @@ tombstone; a TTL expiry writes a tombstone (``ttl_policy = "delete"``) or keeps
 the old image marked ``expired: true`` (``"mark"``). MODIFYs that change nothing
 are skipped: the document already shows that state.
 
+Cadence and freshness: flushed like the aggregates (every ``[pipeline]
+max_batch_records`` records or ``flush_interval`` seconds), so a change is
+searchable at worst ``flush_interval`` plus one flush plus the index's refresh
+interval after it arrived. Records flushed before the checkpoint passes them
+come again after a crash; the sequence-number compare-and-set makes them stale.
+
 Ordering: compare-and-set on the stream sequence number
 ----------------------------------------------------------
 Every document carries the sequence number of the change it shows, as a
