@@ -141,7 +141,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from worker.attributes import number_fault
-from worker.canonical import STREAM_RETENTION_SECONDS, fits_dynamodb, number_text
+from worker.canonical import STREAM_RETENTION_SECONDS, fits_dynamodb
 from worker.diff import Change, ChangeKind, image_missing
 from worker.errors import FatalError, RecordError, RetryableError
 from worker.records import StreamRecord
@@ -155,14 +155,13 @@ from worker.sinks.aggregates.spec import (
 )
 from worker.sinks.aggregates.store import (
     COUNT,
-    GROUP,
-    SK,
     RowId,
     RowState,
     RowWrite,
     ensure_table,
     query_rows,
     read_states,
+    report_rows,
     write,
 )
 from worker.sinks.aggregates.values import Vector, add_vectors
@@ -172,7 +171,7 @@ if TYPE_CHECKING:
 
     from worker.config import Config
 
-__all__ = ["LOCAL_SHARD", "AggregatesSink", "create", "recompute"]
+__all__ = ["LOCAL_SHARD", "AggregatesSink", "create", "recompute", "report_rows"]
 
 SINK_NAME = "aggregates"
 LOCAL_SHARD = "local"  # the pseudo-shard of records without a shard id
@@ -469,31 +468,6 @@ def _overflowing(row: PendingRow, state: RowState) -> list[tuple[RecordId, str]]
         else:
             total = candidate
     return out
-
-
-def report_rows(agg: Aggregate, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Report entries of an aggregate's stored rows (decoded items); all-zero rows are empty groups."""
-    out = []
-    for row in sorted(rows, key=lambda r: str(r[SK])):
-        values = row_vector(agg, row)
-        if all(v.is_zero() for v in values.values()):
-            continue
-        group = row.get(GROUP) or {}
-        metrics = {m.name: int(values[m.name]) if m.path is None else number_text(values[m.name]) for m in agg.metrics}
-        out.append({"group": agg.group_dict([group.get(path) for path in agg.group_by]), "metrics": metrics})
-    return out
-
-
-def row_vector(agg: Aggregate, row: dict[str, Any]) -> dict[str, Decimal]:
-    """A stored row's ``count`` and metric attributes (absent: 0)."""
-    out = {COUNT: _number(row.get(COUNT))}
-    for m in agg.metrics:
-        out[m.name] = _number(row.get(m.name))
-    return out
-
-
-def _number(v: Any) -> Decimal:
-    return v if isinstance(v, Decimal) else Decimal(0)
 
 
 def create(cfg: Config, *, provision: bool = False) -> AggregatesSink:

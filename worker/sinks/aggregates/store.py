@@ -23,6 +23,8 @@ from worker.errors import FatalError, RetryableError
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+    from worker.sinks.aggregates.spec import Aggregate
+
 PK, SK, GROUP, COUNT, HWM, UPDATED = "pk", "sk", "group", "count", "hwm", "updated_at"
 BATCH_GET_MAX = 100
 
@@ -245,3 +247,28 @@ def _create_table(client: DynamoDBClient, table: str) -> None:
         if error_code(exc) != "ResourceInUseException":  # created meanwhile by someone else
             raise classify_dynamodb(exc, f"CreateTable {table}") from exc
     client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+
+
+def report_rows(agg: Aggregate, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Report entries of an aggregate's stored rows (decoded items); all-zero rows are empty groups."""
+    out = []
+    for row in sorted(rows, key=lambda r: str(r[SK])):
+        values = row_vector(agg, row)
+        if all(v.is_zero() for v in values.values()):
+            continue
+        group = row.get(GROUP) or {}
+        metrics = {m.name: int(values[m.name]) if m.path is None else number_text(values[m.name]) for m in agg.metrics}
+        out.append({"group": agg.group_dict([group.get(path) for path in agg.group_by]), "metrics": metrics})
+    return out
+
+
+def row_vector(agg: Aggregate, row: dict[str, Any]) -> dict[str, Decimal]:
+    """A stored row's ``count`` and metric attributes (absent: 0)."""
+    out = {COUNT: _number(row.get(COUNT))}
+    for m in agg.metrics:
+        out[m.name] = _number(row.get(m.name))
+    return out
+
+
+def _number(v: Any) -> Decimal:
+    return v if isinstance(v, Decimal) else Decimal(0)
