@@ -74,18 +74,24 @@ def run(args: argparse.Namespace) -> int:
     engines: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         cfg = _with_emulators(cfg, stack, engines, args.opensearch, source_table=items is not None)
-        if items is not None:
-            if args.engine == "kcl":
-                raise ConfigError("--table-items", "not yet with --engine kcl (direct engine only)")
-            from worker.commands.local_items import execute_with_items
-
-            report = execute_with_items(cfg, fixtures, items, args.table_key, stack=stack, report_of=report_of)
-        elif args.engine == "kcl":
+        if args.engine == "kcl":
             from worker.runtime import local_engine
 
             given = config_path_of(args)
             config_path = str(Path(given).resolve()) if given else None
-            report = local_engine.execute(cfg, fixtures, config_path=config_path, stack=stack, progress=sys.stderr)
+            report = local_engine.execute(
+                cfg,
+                fixtures,
+                config_path=config_path,
+                stack=stack,
+                progress=sys.stderr,
+                items=items,
+                key_text=args.table_key,
+            )
+        elif items is not None:
+            from worker.commands.local_items import execute_with_items
+
+            report = execute_with_items(cfg, fixtures, items, args.table_key, stack=stack, report_of=report_of)
         else:
             report = execute(cfg, fixtures)
     if engines:

@@ -10,39 +10,20 @@ Steps (on the emulated AWS of ``worker local``):
 3. close the change index and apply the snapshot through the pipeline;
 4. consume the stream from its beginning through the same pipeline.
 
-:func:`race` is the scan-versus-writes step alone, for engines that consume the
-stream themselves (``--engine kcl``): they start their consumer, call it, then
-apply the snapshot with :meth:`Backfill.apply` on a pipeline of their own.
+:func:`~worker.sources.table_items.race` is the scan-versus-writes step alone,
+shared with ``--engine kcl`` (:mod:`worker.runtime.local_engine`), whose consumer
+is the real KCL daemon running while the scan races the writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from worker.records import RawRecord, StreamRecord
-
-
-def race(backfill: Any, writes: Sequence[Callable[[], None]], *, rounds: int | None = None) -> None:
-    """Scan every segment to its end, running a share of ``writes`` after each round of pages
-    (one page per open segment); whatever is left is written before the index is closed."""
-    progress = backfill.progress
-    total_pages = max(1, sum(1 for s in progress.segments if not s.done))
-    estimate = rounds or max(1, backfill.estimate // max(1, backfill.options.page_items * total_pages) + 1)
-    share = max(1, -(-len(writes) // estimate))
-    todo = list(writes)
-    open_segments = [i for i, s in enumerate(progress.segments) if not s.done]
-    while open_segments:
-        open_segments = [i for i in open_segments if backfill.scan_page(i)]
-        for write in todo[:share]:
-            write()
-        del todo[:share]
-    for write in todo:
-        write()
-    backfill.close_index()
 
 
 def execute_with_items(
@@ -67,6 +48,7 @@ def execute_with_items(
     from worker.sources import table_items
     from worker.sources.backfill import Backfill, ScanOptions
     from worker.sources.poller import poll
+    from worker.sources.table_items import race, summary
 
     table = cfg.worker.table
     pipeline = build_pipeline(cfg, provision=True)
@@ -106,17 +88,7 @@ def execute_with_items(
     except StopProcessing as exc:
         stopped = str(exc)
         structlog.get_logger("worker.local").error("stopped", error=stopped)
-    progress = backfill.progress
-    assert progress is not None
-    final = sum(page.get("Count", 0) for page in ddb.get_paginator("scan").paginate(TableName=table, Select="COUNT"))
     report = report_of(pipeline, stopped)
-    report["backfill"] = {
-        "items_loaded": loaded,
-        "final_items": final,
-        "scanned": progress.scanned,
-        "changed_during_scan": progress.changed,
-        "snapshot_records": progress.extra.get("snapshot_records", 0),
-        "consumed_rcu": round(progress.consumed_rcu, 1),
-    }
+    report["backfill"] = summary(backfill, ddb, table, loaded)
     pipeline.close()
     return report

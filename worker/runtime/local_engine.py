@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 from worker.runtime import local_kcl
 
+Items = list[tuple[str, dict[str, Any]]]  # (file:line, item) as worker.sources.table_items.read_items gives them
+
 DAEMON_TIMEOUT_SECONDS = 300.0  # KCL's first start waits up to 30 s before its first shard sync
 
 
@@ -27,8 +29,15 @@ def execute(
     config_path: str | None,
     stack: contextlib.ExitStack,
     progress: TextIO | None = None,
+    items: Items | None = None,
+    key_text: str | None = None,
 ) -> dict[str, Any]:
-    """Run the fixtures through the real KCL chain; ``progress`` (a terminal) gets one updating line."""
+    """Run the fixtures through the real KCL chain; ``progress`` (a terminal) gets one updating line.
+
+    With ``items`` (``worker local --table-items``) the table is loaded before its stream is
+    enabled, the daemon starts first, and the fixtures' writes race a backfill's scan for real
+    while KCL consumes the stream; the snapshot is applied through a pipeline of this process.
+    """
     from worker.app import build_pipeline
     from worker.aws import client
     from worker.leases import lease_table
@@ -43,12 +52,26 @@ def execute(
     show = _Progress(progress)
 
     ddb = client(cfg, "dynamodb")
+    table_name = cfg.worker.table
     batch, skipped = local_kcl.changes(fixture_source.read(fixtures))
     names, types = local_kcl.key_schema(batch)
-    arn = local_kcl.create_source_table(ddb, cfg.worker.table, names, types)
+    loaded = 0
+    if items is None:
+        arn = local_kcl.create_source_table(ddb, table_name, names, types)
+    else:
+        from worker.aws import stream_arn
+        from worker.sources import table_items
+
+        key = (
+            table_items.KeySchema.parse(key_text)
+            if key_text
+            else table_items.KeySchema(tuple(zip(names, types, strict=True)))
+        )
+        loaded = table_items.create_table(ddb, table_name, key, items)
+        arn = stream_arn(ddb, table_name)
     pipeline = build_pipeline(cfg, provision=True)  # the sinks' tables, bucket and index exist before KCL runs
-    local_kcl.write_changes(ddb, cfg.worker.table, batch, lambda n: show(written=n, total=len(batch)))
-    content = local_kcl.read_stream(client(cfg, "dynamodbstreams"), arn)
+    if items is None:
+        local_kcl.write_changes(ddb, table_name, batch, lambda n: show(written=n, total=len(batch)))
 
     work = local_kcl.run_dir()
     metrics_dir = work / "metrics"
@@ -63,6 +86,11 @@ def execute(
     log_path = work / "daemon.log"
     proc = local_kcl.start_daemon(argv, env, log_path)
     stack.callback(local_kcl.kill_group, proc)  # whatever happens, nothing is left running
+    backfill = None
+    if items is not None:
+        backfill = _race_backfill(cfg, ddb, batch, stack, lambda n: show(written=n, total=len(batch)))
+        backfill.apply(pipeline)
+    content = local_kcl.read_stream(client(cfg, "dynamodbstreams"), arn)
     collector = Collector(metrics_dir)
 
     def on_poll(leases: dict[str, str | None]) -> None:
@@ -91,6 +119,10 @@ def execute(
     }
     if skipped:
         report["skipped"] = skipped
+    if backfill is not None:
+        from worker.sources.table_items import summary
+
+        report["backfill"] = summary(backfill, ddb, table_name, loaded)
     if code != 0:
         report["stopped"] = f"worker daemon exited with {code} (log: {log_path})"
     for sink in pipeline.sinks:
@@ -98,6 +130,33 @@ def execute(
             report[sink.name] = sink.report()
     pipeline.close()
     return report
+
+
+def _race_backfill(cfg: Any, ddb: Any, batch: list[local_kcl.Change], stack: contextlib.ExitStack, written: Any) -> Any:
+    """Scan the table while the fixtures' writes land (KCL consumes them meanwhile); the scan, closed."""
+    import tempfile
+    from pathlib import Path
+
+    from worker.aws import client
+    from worker.sources.backfill import Backfill, ScanOptions
+    from worker.sources.table_items import race
+
+    state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="worker-backfill-")))
+    options = ScanOptions(segments=2, page_items=25, settle_seconds=0)
+    backfill = Backfill(ddb, client(cfg, "dynamodbstreams"), cfg.worker.table, state, options)
+    backfill.start()
+    done = [0]
+
+    def writer(change: local_kcl.Change) -> Any:
+        def write() -> None:
+            local_kcl.write_changes(ddb, cfg.worker.table, [change], lambda _n: None)
+            done[0] += 1
+            written(done[0])
+
+        return write
+
+    race(backfill, [writer(c) for c in batch])
+    return backfill
 
 
 def _with_moto(cfg: Any, stack: contextlib.ExitStack) -> Any:

@@ -10,7 +10,7 @@ on one line. A bad line stops the run naming ``file:line`` and what is wrong.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,3 +147,36 @@ def _write_batch(ddb: Any, table: str, batch: list[dict[str, Any]]) -> None:
             return
         pending = left
     raise FatalError(f"loading {table}: items left unprocessed after 10 attempts")
+
+
+def race(backfill: Any, writes: Sequence[Callable[[], None]], *, rounds: int | None = None) -> None:
+    """Scan every segment to its end, running a share of ``writes`` after each round of pages
+    (one page per open segment); whatever is left is written before the index is closed."""
+    progress = backfill.progress
+    total_pages = max(1, sum(1 for s in progress.segments if not s.done))
+    estimate = rounds or max(1, backfill.estimate // max(1, backfill.options.page_items * total_pages) + 1)
+    share = max(1, -(-len(writes) // estimate))
+    todo = list(writes)
+    open_segments = [i for i, s in enumerate(progress.segments) if not s.done]
+    while open_segments:
+        open_segments = [i for i in open_segments if backfill.scan_page(i)]
+        for write in todo[:share]:
+            write()
+        del todo[:share]
+    for write in todo:
+        write()
+    backfill.close_index()
+
+
+def summary(backfill: Any, ddb: Any, table: str, loaded: int) -> dict[str, Any]:
+    """The ``backfill`` section of a local run's report."""
+    progress = backfill.progress
+    final = sum(page.get("Count", 0) for page in ddb.get_paginator("scan").paginate(TableName=table, Select="COUNT"))
+    return {
+        "items_loaded": loaded,
+        "final_items": final,
+        "scanned": progress.scanned,
+        "changed_during_scan": progress.changed,
+        "snapshot_records": progress.extra.get("snapshot_records", 0),
+        "consumed_rcu": round(progress.consumed_rcu, 1),
+    }

@@ -50,3 +50,14 @@ def test_kcl_engine_reports_what_the_direct_run_reports() -> None:
         assert kcl[key] == direct[key], key
     ((shard, checkpoint),) = kcl["leases"].items()
     assert shard.startswith("shardId-") and checkpoint.isdigit()
+
+
+def test_kcl_engine_with_table_items_races_the_scan_and_ends_equal_to_the_table(tmp_path: Path) -> None:
+    """`--table-items` under `--engine kcl`: the daemon consumes the stream while the fixtures'
+    writes race the backfill's scan; every sink ends equal to the final table."""
+    from tests.functional.test_local_table_items import assert_every_sink_equals_the_final_table, items_file
+
+    items = items_file(tmp_path / "items.jsonl")
+    report = local("--engine", "kcl", "--table-items", str(tmp_path / "items.jsonl"))
+    assert report["engines"]["stream"].startswith("kcl 3.")
+    assert_every_sink_equals_the_final_table(report, items)
