@@ -93,9 +93,9 @@ def test_rebuild_from_the_archived_snapshot_equals_the_final_table(moto_url, osm
     assert parse_line(loaded.entries[0][2], "x").created_at.timestamp() == b.snapshot.taken
 
     want = expected(cfg)
-    summary = rebuild(capsys, path, "R1")
+    summary = rebuild(capsys, path, "Rebuilt1")
     assert summary["snapshot"] == b.snapshot.shard
-    assert rebuilt(path, "R1") == want
+    assert rebuilt(path, "Rebuilt1") == want
 
     # Beyond the stream's retention: the source table and its stream are gone, the archive suffices.
     ddb.delete_table(TableName=cfg.worker.table)
@@ -116,9 +116,9 @@ def test_rebuild_from_the_archived_snapshot_equals_the_final_table(moto_url, osm
     b2.apply(pipeline2)
 
     want = expected(cfg)
-    latest = rebuild(capsys, path, "R2")
+    latest = rebuild(capsys, path, "Rebuilt2")
     assert latest["snapshot"] == b2.snapshot.shard
-    assert rebuilt(path, "R2") == want
+    assert rebuilt(path, "Rebuilt2") == want
     # A range starting before the second snapshot starts from the first one.
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(b.snapshot.taken))
-    assert rebuild(capsys, path, "R3", "--since", since)["snapshot"] == b.snapshot.shard
+    assert rebuild(capsys, path, "Rebuilt3", "--since", since)["snapshot"] == b.snapshot.shard
