@@ -38,6 +38,8 @@ DOCS: dict[str, str] = {
     "aws.s3_endpoint_url": "S3 endpoint, overriding `aws.endpoint_url`.",
     "aws.connect_timeout_seconds": "Connect timeout per AWS call (at most 300; botocore makes one try per call).",
     "aws.read_timeout_seconds": "Read timeout per AWS call (at most 300; the pipeline's time budget retries).",
+    "pipeline.flush_interval": "Flush aggregates and search when their oldest unflushed record is this old (s).",
+    "pipeline.commit_interval": "Checkpoint what every sink made durable at most this often (s).",
     "pipeline.max_batch_records": "Flush the sinks (and checkpoint) at least every N records.",
     "pipeline.retry_attempts": "An extra limit by count per call (0: none; `max_outage_seconds` decides).",
     "pipeline.max_outage_seconds": "Retry a failing sink this long from its first failure, then stop (no checkpoint).",

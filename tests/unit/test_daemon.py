@@ -48,6 +48,7 @@ def test_properties_have_what_the_launcher_requires() -> None:
         "workerId": "pod-7",
         "metricsLevel": "NONE",
         "disableWorkerMetrics": "false",
+        "callProcessRecordsEvenForEmptyRecordList": "true",
     }
     assert props["processingLanguage"].startswith("python/3.")
 
