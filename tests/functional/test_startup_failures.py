@@ -43,7 +43,8 @@ def worker(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 def write(tmp: Path, body: str) -> Path:
     path = tmp / "cfg.toml"
     path.write_text(
-        f'[worker]\nlog_level = "error"\n[pipeline]\nmax_outage_seconds = 1\n[deadletter]\nurl = "{tmp / "dead"}"\n'
+        '[worker]\ntable = "Orders"\nregion = "us-east-1"\nlog_level = "error"\n[pipeline]\nmax_outage_seconds = 1\n'
+        + f'[deadletter]\nurl = "{tmp / "dead"}"\n'
         + body
     )
     return path
@@ -57,13 +58,13 @@ def one_line(run: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-AGG = '[[aggregates]]\nname = "a"\ntable = "T"\ngroup_by = ["status"]\nmetrics = { n = "count" }\n'
+AGG = '[[aggregates]]\nname = "a"\ntable = "Tab"\ngroup_by = ["status"]\nmetrics = { n = "count" }\n'
 
 
 @pytest.mark.parametrize(
     ("section", "names"),
     [
-        ("[aws]\nendpoint_url = 'http://127.0.0.1:{port}'\n" + AGG, "DescribeTable T"),
+        ("[aws]\nendpoint_url = 'http://127.0.0.1:{port}'\n" + AGG, "DescribeTable Tab"),
         ("[aws]\nendpoint_url = 'http://127.0.0.1:{port}'\n[archive]\nbucket = 'arch'\n", "HeadBucket arch"),
         ("[search]\nurl = 'http://127.0.0.1:{port}'\nindex = 'orders'\n", "127.0.0.1"),
     ],
@@ -79,9 +80,10 @@ def test_an_unreachable_endpoint_is_retried_then_named_in_one_line(tmp_path: Pat
 def test_no_credentials_is_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    env["AWS_EC2_METADATA_DISABLED"] = "true"  # no credentials: boto3 must not probe instance metadata
     cfg = write(tmp_path, f"[aws]\nendpoint_url = 'http://127.0.0.1:{closed_port()}'\n" + AGG)
     line = one_line(worker("local", "--config", str(cfg), "--fixtures", str(FIXTURE), env=env))
-    assert "no AWS credentials" in line and "DescribeTable T" in line
+    assert "no AWS credentials" in line and "DescribeTable Tab" in line
 
 
 @pytest.mark.parametrize("damage", ["truncated", "corrupt"])

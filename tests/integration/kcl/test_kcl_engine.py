@@ -46,7 +46,7 @@ def test_happy_path_then_sigterm_exits_zero_with_final_checkpoint(rig: Rig) -> N
     jvm = 0
     for line in lines:
         entry = orjson.loads(line)
-        assert {"event", "level", "timestamp"} <= set(entry), line
+        assert {"message", "level", "timestamp", "logger"} <= set(entry), line
         jvm += str(entry.get("logger", "")).startswith(("software.amazon.kinesis", "worker.kcl"))
     assert jvm > 10
 
@@ -148,13 +148,13 @@ def test_replay_from_trim_horizon_leaves_every_sink_as_it_was(rig: Rig) -> None:
     assert shown.returncode == 0, shown.stderr
     rows = [orjson.loads(line) for line in shown.stdout.splitlines()]
     assert [(r["shard"], r["checkpoint"], r["owner"]) for r in rows] == [(shard, leases[shard], "w1")]
-    refused = cli(rig, "reset", "--to", "trim-horizon", "--wait", "6")
+    refused = cli(rig, "reset", "--to", "trim-horizon", "--wait", "6", "--yes")
     assert refused.returncode != 0 and "held" in refused.stderr.lower(), refused.stderr
     assert rig.leases() == leases  # untouched
     assert local_kcl.stop_daemon(proc, grace=60) == 0
     before, archive_before = rig.sinks(), rig.archive_lines()
 
-    reset = cli(rig, "reset", "--to", "trim-horizon", "--wait", "6")
+    reset = cli(rig, "reset", "--to", "trim-horizon", "--wait", "6", "--yes")
     assert reset.returncode == 0, reset.stderr
     assert rig.leases() == {shard: "TRIM_HORIZON"}
     again = rig.start()

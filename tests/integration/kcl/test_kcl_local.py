@@ -44,7 +44,7 @@ def local(*args: str) -> dict:
 def test_kcl_engine_reports_what_the_direct_run_reports() -> None:
     direct = local()
     kcl = local("--engine", "kcl")
-    assert direct["engines"] == {"stream": "direct"}
+    assert direct["engines"]["stream"] == "direct"
     assert kcl["engines"]["stream"].startswith("kcl 3.") and " + adapter 2." in kcl["engines"]["stream"]
     for key in ("records", "kinds", "changes", "deadletters", "aggregates", "search", "archive"):
         assert kcl[key] == direct[key], key

@@ -12,7 +12,7 @@ import ch.qos.logback.core.encoder.EncoderBase;
 
 /**
  * One JSON object per log event, in the shape the Python side writes (structlog's JSON renderer in
- * {@code worker/log.py}): {@code {"event": ..., "level": "info", "timestamp": "...Z", "logger": ...}}
+ * {@code worker/log.py}): {@code {"message": ..., "level": "info", "timestamp": "...Z", "logger": ...}}
  * plus the MDC entries (KCL puts the shard id there) and {@code exception} when there is one.
  *
  * <p>The key names are bean properties, set in {@code worker-kcl-logback.xml}: renaming a key is a
@@ -20,7 +20,7 @@ import ch.qos.logback.core.encoder.EncoderBase;
  */
 public final class JsonLineEncoder extends EncoderBase<ILoggingEvent> {
 
-    private String messageKey = "event";
+    private String messageKey = "message";
     private String levelKey = "level";
     private String timestampKey = "timestamp";
     private String loggerKey = "logger";
