@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Subnormal
 from typing import Any, Literal, TypeAlias
+
+import orjson
 
 from worker.errors import RecordError
 
@@ -57,6 +60,23 @@ def number_fault(d: Decimal) -> str | None:
     if not _MIN_ADJUSTED <= d.adjusted() <= _MAX_ADJUSTED:
         return "outside DynamoDB's range 1e-130..9.99e125"
     return None
+
+
+_DYNAMODB = Context(prec=DYNAMODB_DIGITS, Emax=_MAX_ADJUSTED, Emin=_MIN_ADJUSTED, traps=[Inexact, Overflow, Subnormal])
+fit_add = _DYNAMODB.add
+"""``a + b`` when DynamoDB holds the sum exactly, else ``ArithmeticError`` (Inexact, Overflow, Subnormal)."""
+
+
+def fits(d: Decimal) -> bool:
+    """``number_fault(d) is None``, decided by the decimal module in one call: a finite value
+    that rounds to nothing else at 38 digits and needs no exponent outside DynamoDB's range."""
+    if not d.is_finite():
+        return False
+    try:
+        _DYNAMODB.plus(d)
+    except ArithmeticError:  # Inexact (over 38 digits), Overflow, Subnormal (below 1e-130)
+        return False
+    return True
 
 
 def _plain(v: str) -> bool:
@@ -311,6 +331,79 @@ def _fast(av: Any) -> Value:
         elif tag == "BS" and type(v) is list:
             return frozenset(_binary(x, "") for x in v)
     raise _NotFast
+
+
+# -- JSON-ready values (documents) --------------------------------------------------
+
+Numbers = Literal["number", "string"]
+
+# A number text Decimal prints back unchanged: plain notation, no redundant sign or zeros,
+# not below 1e-6 (Decimal prints those with an exponent: "0.0000001" is "1E-7").
+_SAME_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+_TINY = re.compile(r"-?0\.0{6}")
+
+
+def json_item(wire: Mapping[str, Any], path: str, numbers: Numbers) -> dict[str, Any]:
+    """A whole image as JSON-ready values, for documents: ``orjson.dumps`` writes for it, byte
+    for byte, what it writes for :func:`decode_item`'s result with the search documents'
+    ``default`` hook, which turns Decimals into exact JSON numbers (or text), bytes into
+    base64 and sets into sorted lists; built without those intermediate values.
+
+    Numbers become ``orjson.Fragment`` of their exact text (or the text, for
+    ``numbers="string"``), binary base64 text, sets sorted lists. Anything out of
+    the ordinary is decoded the general way instead (and written through the
+    ``default`` hook); errors raise :class:`RecordError` as :func:`decode_item` does.
+    """
+    try:
+        number = _fragment if numbers == "number" else _text
+        return {k: _json(av, number) for k, av in wire.items() if _utf8(k) or _fail()}
+    except Exception:  # see decode_value
+        return decode_item(wire, path)
+
+
+def _fragment(v: str) -> Any:
+    return orjson.Fragment(v)
+
+
+def _text(v: str) -> Any:
+    return v
+
+
+def _json(av: Any, number: Callable[[str], Any]) -> Any:
+    if type(av) is not dict or len(av) != 1:
+        raise _NotFast
+    for tag, v in av.items():
+        if tag == "S":
+            if type(v) is str and _utf8(v):
+                return v
+        elif tag == "N":
+            if type(v) is str and len(v) <= DYNAMODB_DIGITS and _SAME_TEXT.fullmatch(v) and not _TINY.match(v):
+                return number(v)
+            return number(str(_fast(av)))
+        elif tag == "M":
+            if type(v) is dict:
+                return {k: _json(x, number) for k, x in v.items() if _utf8(k) or _fail()}
+        elif tag == "L":
+            if type(v) is list:
+                return [_json(x, number) for x in v]
+        elif tag == "BOOL":
+            if v is True or v is False:
+                return v
+        elif tag == "NULL":
+            if v is True:
+                return None
+        elif tag in {"SS", "B", "BS"}:
+            return _json_default(_fast(av))
+        elif tag == "NS":
+            return [number(str(d)) for d in sorted(_fast(av))]
+    raise _NotFast
+
+
+def _json_default(v: Any) -> Any:
+    """What the documents' ``default`` hook writes for bytes and sets of strings or bytes."""
+    if type(v) is bytes:
+        return base64.b64encode(v).decode("ascii")
+    return [x if type(x) is str else base64.b64encode(x).decode("ascii") for x in sorted(v)]
 
 
 # -- encoding (tests, fixture conversion, benchmarks) -------------------------------

@@ -193,7 +193,7 @@ class ArchiveSection:
     max_age_seconds: float = 300.0
     # If-None-Match / If-Match on every PUT; false only for S3-compatible stores without them.
     conditional_writes: bool = True
-    compress_level: int = 6  # gzip, 1 (fast) .. 9 (small)
+    compress_level: int = 2  # ISA-L gzip, 0 (fastest) .. 3 (smallest)
 
     def validate(self, prefix: str) -> None:
         if not self.bucket:
@@ -206,8 +206,10 @@ class ArchiveSection:
         _positive(self.max_bytes, f"{prefix}.max_bytes")
         if self.max_age_seconds < 0:  # 0: an object per commit tick
             raise ConfigError(f"{prefix}.max_age_seconds", f"must be >= 0, got {self.max_age_seconds}")
-        if not 1 <= self.compress_level <= 9:
-            raise ConfigError(f"{prefix}.compress_level", f"must be 1..9, got {self.compress_level}")
+        if not 0 <= self.compress_level <= 3:
+            raise ConfigError(
+                f"{prefix}.compress_level", f"must be 0..3 (ISA-L's gzip levels), got {self.compress_level}"
+            )
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,9 @@ DOCS: dict[str, str] = {
     "archive.max_bytes": "Rotate after this many uncompressed bytes.",
     "archive.max_age_seconds": "Rotate after this many seconds.",
     "archive.conditional_writes": "If-None-Match / If-Match on every PUT (false only for stores without them).",
-    "archive.compress_level": "gzip level, 1 (fast) to 9 (small).",
+    "archive.compress_level": (
+        "gzip level of ISA-L, 0 (fastest) to 3 (smallest); 2 writes about 1/7 of the JSON at about 3 µs per record."
+    ),
     "kcl.application_name": "KCL application: the lease table's name. Default `worker-<worker.table>`.",
     "kcl.stream_arn": "Stream to read. Default: the latest stream of `worker.table`.",
     "kcl.initial_position": "Where a new lease starts: `TRIM_HORIZON` or `LATEST`.",

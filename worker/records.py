@@ -39,7 +39,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import enum
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -47,7 +47,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from worker.attributes import Compare, Item, Value, decode_item, decode_value, walk_raw
+from worker.attributes import Compare, Item, Numbers, Value, decode_item, decode_value, json_item, walk_raw
 from worker.errors import RecordError
 
 __all__ = ["EventName", "RawRecord", "StreamRecord", "ViewType", "json_default", "to_json"]
@@ -169,19 +169,57 @@ class StreamRecord:
     def has_new_image(self) -> bool:
         return self._new is not None
 
-    def old_value(self, name: str) -> Value:
-        """One top-level attribute of the old image (``None`` if absent), decoding only it."""
-        return self._attr(self._attributes[0], name, "dynamodb.OldImage")
+    def select(self, names: Collection[str]) -> tuple[Item | None, Item | None]:
+        """Both images restricted to the top-level attributes ``names`` (``None``: no image).
 
-    def new_value(self, name: str) -> Value:
-        """One top-level attribute of the new image (``None`` if absent), decoding only it."""
-        return self._attr(self._attributes[1], name, "dynamodb.NewImage")
+        Only those attributes are decoded, and nothing is cached: what a sink
+        that reads a few attributes of each image needs. A record from JSON text
+        is scanned once for both images' attribute values, kept raw until picked.
+        """
+        decoded = self.__dict__
+        images: list[Item | None] = []
+        raw: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None
+        for which, name in enumerate(("old_image", "new_image")):
+            if (self._new if which else self._old) is None:
+                images.append(None)
+                continue
+            full = decoded.get(name)
+            if full is not None:  # decoded already: pick from it
+                images.append({k: full[k] for k in names if k in full})
+                continue
+            if raw is None:
+                raw = self._raw_images()
+            attrs = raw[which]
+            path = _IMAGE_FIELDS[which]
+            images.append({k: self._attr(attrs, k, path) for k in names if k in attrs})
+        return images[0], images[1]
 
-    def has_old(self, name: str) -> bool:
-        return name in self._attributes[0]
+    def new_image_json(self, numbers: Numbers = "number") -> dict[str, Any] | None:
+        """The new image as JSON-ready values (:func:`~worker.attributes.json_item`), for
+        documents; ``None`` when the record has no new image. Not cached."""
+        if self._new is None:
+            return None
+        decoded = self.__dict__.get("new_image")
+        if decoded is not None:
+            return decoded  # type: ignore[no-any-return]
+        try:
+            return json_item(self._image(1), "dynamodb.NewImage", numbers)
+        except RecordError as exc:
+            raise exc.located(self.location, self.original()) from None
 
-    def has_new(self, name: str) -> bool:
-        return name in self._attributes[1]
+    def _raw_images(self) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        """Both images' top-level values, undecoded: msgspec.Raw slices of the text when the
+        images are still unread (one scan, nothing kept), else the AttributeValue mappings."""
+        cached = self.__dict__.get("_attributes")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        if self._old is _UNREAD or self._new is _UNREAD:
+            try:
+                images = _READ_RAW(self._text).dynamodb  # type: ignore[arg-type]
+            except msgspec.DecodeError as exc:
+                raise RecordError(f"invalid JSON: {exc}", where=self.location, payload=self.original()) from None
+            return images.old or {}, images.new or {}
+        return self._old or {}, self._new or {}
 
     @cached_property
     def _attributes(self) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
@@ -355,3 +393,17 @@ class _NewOf(msgspec.Struct, gc=False):
 
 
 _READ_IMAGE = (msgspec.json.Decoder(_OldOf).decode, msgspec.json.Decoder(_NewOf).decode)
+
+
+class _RawImages(msgspec.Struct, gc=False, rename={"old": "OldImage", "new": "NewImage"}):
+    """Both images' top-level values as raw slices of the text (nothing below them parsed)."""
+
+    old: dict[str, msgspec.Raw] | None = None
+    new: dict[str, msgspec.Raw] | None = None
+
+
+class _RawOf(msgspec.Struct, gc=False):
+    dynamodb: _RawImages
+
+
+_READ_RAW = msgspec.json.Decoder(_RawOf).decode

@@ -20,7 +20,7 @@ from typing import Any
 HERE = Path(__file__).parent
 CORPUS = HERE / "corpus.jsonl"
 DECODE = "decode"  # parked before any sink saw it (the dead letter's sink is null)
-AGG, SEARCH, ARCHIVE = "aggregates", "search", "archive"
+AGG, SEARCH = "aggregates", "search"
 
 
 @dataclass(frozen=True)
@@ -153,8 +153,7 @@ def cases() -> list[Case]:
     add(
         "nested 130 levels",
         record(seq(), "INSERT", "o-b7", new=order("o-b7", "deep", "phone", "Oslo", n("1"), deep=nested(130))),
-        SEARCH,
-        ARCHIVE,
+        SEARCH,  # the index refuses the depth; the archive keeps the record
     )
     add(
         "MODIFY with both images {} (KEYS_ONLY stream)",
@@ -184,13 +183,13 @@ def cases() -> list[Case]:
     add(
         "B that is not base64",
         record(seq(), "INSERT", "o-b11", new=order("o-b11", "paid", "phone", "Oslo", n("1"), photo={"B": "***"})),
-        AGG,
+        # aggregates read status, total and ship only: they count it (1 paid, revenue 1)
         SEARCH,
     )
     add(
         "unknown type tag",
         record(seq(), "INSERT", "o-b12", new=order("o-b12", "paid", "phone", "Oslo", n("1"), odd={"X": "1"})),
-        AGG,
+        # aggregates read status, total and ship only: they count it (1 paid, revenue 1)
         SEARCH,
     )
     add(

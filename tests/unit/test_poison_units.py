@@ -9,8 +9,11 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from worker.attributes import decode_value, number_fault
+from worker.attributes import decode_value, fit_add, fits, number_fault
+from worker.canonical import EXACT
 from worker.deadletters import render_line
 from worker.errors import RecordError
 
@@ -83,3 +86,37 @@ def test_the_dead_letter_writer_survives_lone_surrogates_anywhere() -> None:
     line = orjson.loads(render_line(error, NOW))
     assert line["record"] is None and line["record_base64"]
     assert "bad" in line["error"] and line["sequence_number"] == "8"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    digits=st.integers(min_value=0, max_value=10**45),
+    exponent=st.integers(min_value=-180, max_value=140),
+    sign=st.sampled_from([1, -1]),
+)
+def test_the_fast_fit_check_agrees_with_the_rules(digits: int, exponent: int, sign: int) -> None:
+    d = Decimal((0 if sign > 0 else 1, tuple(int(c) for c in str(digits)), exponent))  # exact: no context
+    assert fits(d) == (number_fault(d) is None), d
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1E-130", "9.99E+125", "1E+126", "1E-131", "0E-200"])
+def test_the_fast_fit_check_at_the_edges(text: str) -> None:
+    assert fits(Decimal(text)) == (number_fault(Decimal(text)) is None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    a=st.tuples(st.integers(0, 10**40), st.integers(-140, 130)),
+    b=st.tuples(st.integers(0, 10**40), st.integers(-140, 130)),
+    negative=st.booleans(),
+)
+def test_fit_add_raises_exactly_when_the_sum_does_not_fit(a, b, negative) -> None:
+    x = Decimal((0, tuple(int(c) for c in str(a[0])), a[1]))
+    y = Decimal((int(negative), tuple(int(c) for c in str(b[0])), b[1]))
+    exact = EXACT.add(x, y)
+    try:
+        got = fit_add(x, y)
+    except ArithmeticError:
+        assert number_fault(exact) is not None
+    else:
+        assert number_fault(exact) is None and got == exact

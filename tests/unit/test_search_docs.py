@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.strategies import items
+from worker.attributes import decode_item, json_item
 from worker.canonical import number_text, seq_text
 from worker.errors import RecordError
 from worker.sinks.search.docs import (
@@ -258,3 +259,54 @@ def test_chunks_are_bounded_by_count_and_bytes():
     assert chunked(sizes, 100, 25) == [["0", "1"], ["2", "3"], ["4", "5"], ["6"]]
     assert chunked([("a", 5), ("huge", 500), ("b", 5)], 100, 100) == [["a"], ["huge"], ["b"]]
     assert chunked([], 10, 10) == []
+
+
+# -- documents built from the raw image (json_item) against the decoded image ---------------
+
+number_texts = st.one_of(
+    st.from_regex(r"[-+]?[0-9]{1,6}(\.[0-9]{0,10})?([eE][-+]?[0-9]{1,3})?", fullmatch=True),
+    st.from_regex(r"-?0\.0{4,9}[0-9]{0,3}", fullmatch=True),  # around Decimal's switch to exponents
+    st.sampled_from(["0", "-0", "1.50", "1E+2", "NaN", "Infinity", "1_000", " 1", "9" * 39, "1e126", ".5", "5."]),
+)
+wire_scalars = st.one_of(
+    st.builds(lambda t: {"N": t}, number_texts),
+    st.builds(lambda t: {"S": t}, st.text(max_size=8)),
+    st.builds(lambda b: {"B": base64.b64encode(b).decode()}, st.binary(max_size=6)),
+    st.sampled_from([{"BOOL": True}, {"BOOL": False}, {"NULL": True}, {"B": "***"}, {"X": "1"}, {"S": "\ud800"}]),
+    st.builds(lambda ts: {"NS": ts}, st.lists(number_texts, min_size=1, max_size=4)),
+    st.builds(lambda ts: {"SS": ts}, st.lists(st.text(max_size=4), min_size=1, max_size=4)),
+    st.builds(
+        lambda bs: {"BS": [base64.b64encode(b).decode() for b in bs]},
+        st.lists(st.binary(min_size=1, max_size=4), min_size=1, max_size=3),
+    ),
+)
+wire_values = st.recursive(
+    wire_scalars,
+    lambda inner: st.one_of(
+        st.builds(lambda xs: {"L": xs}, st.lists(inner, max_size=3)),
+        st.builds(lambda m: {"M": m}, st.dictionaries(st.text(min_size=1, max_size=4), inner, max_size=3)),
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    wire=st.dictionaries(st.text(min_size=1, max_size=6), wire_values, max_size=6),
+    decimals=st.sampled_from(["number", "string"]),
+)
+def test_documents_from_the_raw_image_are_byte_for_byte_the_decoded_images(wire, decimals):
+    projection = Projection(decimals=decimals)
+    try:
+        expected = projection.dumps(decode_item(wire, "dynamodb.NewImage"))
+    except RecordError as exc:
+        with pytest.raises(RecordError) as got:
+            json_item(wire, "dynamodb.NewImage", decimals)
+        assert str(got.value) == str(exc)
+        return
+    assert projection.dumps(json_item(wire, "dynamodb.NewImage", decimals)) == expected
+
+
+def test_numbers_keep_their_text_only_where_decimal_would_print_it_unchanged():
+    wire = {"a": {"N": "1.50"}, "b": {"N": "0.0000001"}, "c": {"N": "0.000001"}, "d": {"N": "1E+2"}, "e": {"N": "-0"}}
+    assert Projection().dumps(json_item(wire, "p", "number")) == b'{"a":1.50,"b":1E-7,"c":0.000001,"d":1E+2,"e":-0}'

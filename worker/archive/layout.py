@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 import re
 import zlib
 from collections.abc import Mapping
@@ -118,8 +119,14 @@ def stream_of(record: StreamRecord) -> str:
 
 
 def encode_line(record: StreamRecord, table: str) -> bytes:
-    """One archive line: the record exactly as delivered, in its envelope."""
-    env: dict[str, Any] = {"shard_id": record.shard_id, "table": table, "record": record.original()}
+    """One archive line: the record exactly as delivered, in its envelope.
+
+    Text that is one clean line of UTF-8 JSON goes in verbatim (it was parsed when
+    the record was decoded); anything else is parsed and written again.
+    """
+    text = record.original_text()
+    original: Any = orjson.Fragment(text) if text is not None and _verbatim(text) else record.original()
+    env: dict[str, Any] = {"shard_id": record.shard_id, "table": table, "record": original}
     if record.shard_id is None:
         env["where"] = record.where
     if record.created_at_is_arrival:  # no ApproximateCreationDateTime: filed by the hour it arrived
@@ -128,7 +135,29 @@ def encode_line(record: StreamRecord, table: str) -> bytes:
     try:
         return orjson.dumps(env, default=json_default)
     except TypeError as exc:
+        if "recursion" not in str(exc).lower():
+            raise RecordError(f"cannot archive the record: {exc}", where=record.location) from None
+    # Nested deeper than orjson writes (255 levels): the standard library writes it
+    # (readers parse it: orjson reads 1,024 levels), so a deep record is kept, not parked.
+    try:
+        text = json.dumps(env, default=json_default, separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
         raise RecordError(f"cannot archive the record: {exc}", where=record.location) from None
+
+
+def _verbatim(text: bytes | str) -> bool:
+    """JSON text that can sit inside a line as is: bytes, no line breaks, no ``\\u`` escapes
+    (a lone surrogate would make the line unreadable), valid UTF-8."""
+    if type(text) is not bytes or b"\n" in text or b"\r" in text or b"\\u" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def shard_created_ms(stream: str) -> int | None:

@@ -35,7 +35,6 @@ time, but a zombie could then replace an object with fewer records.
 
 from __future__ import annotations
 
-import gzip
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
+from isal import igzip, isal_zlib
 
 from worker.archive.layout import (
     ObjectName,
@@ -70,19 +70,45 @@ EMULATORS = frozenset({"aws"})
 _CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 _MISSING = {"NoSuchKey", "404"}
 _MERGE_ATTEMPTS = 5
+_GZIP_WBITS = 31  # zlib's convention: 16 + 15, a gzip header and trailer
 
 
 @dataclass
 class _Object:
-    """One object not yet written: its records (``pending``), written once at rotation."""
+    """One object not yet written, written once at rotation.
+
+    Its lines are compressed as they are added (``chunks``; the buffer holds about a
+    seventh of the JSON), and the body is finished once (``body``), so a retried
+    write sends the same bytes.
+    """
 
     name: ObjectName
     key: str
     opened: float
     first_add: int  # the sink's add count at its first record
+    level: int
     size: int = 0  # uncompressed bytes
     last: int = -1  # highest sequence number added
-    pending: list[tuple[int, bytes]] = field(default_factory=list)
+    count: int = 0  # records added
+    chunks: list[bytes] = field(default_factory=list)
+    body: bytes | None = None
+    _gzip: Any = None
+
+    def append(self, line: bytes) -> None:
+        if self._gzip is None:
+            self._gzip = isal_zlib.compressobj(self.level, isal_zlib.DEFLATED, _GZIP_WBITS)
+        out = self._gzip.compress(line + b"\n")
+        if out:
+            self.chunks.append(out)
+        self.count += 1
+        self.size += len(line) + 1
+
+    def finish(self) -> bytes:
+        """The gzip body (one member), made once."""
+        if self.body is None:
+            self.chunks.append(self._gzip.flush() if self._gzip is not None else b"")
+            self.body, self.chunks, self._gzip = b"".join(self.chunks), [], None
+        return self.body
 
 
 class ArchiveSink:
@@ -101,7 +127,7 @@ class ArchiveSink:
         max_bytes: int = 64 * 1024 * 1024,
         max_age_seconds: float = 300.0,
         conditional_writes: bool = True,
-        compress_level: int = 6,
+        compress_level: int = 2,
         clock: Callable[[], float] = time.monotonic,
         log: Any = None,
     ) -> None:
@@ -133,15 +159,14 @@ class ArchiveSink:
         seq = record.sequence
         if obj is not None and self._must_rotate(obj, seq, len(line)):
             del self.open[slot]
-            if obj.pending:
+            if obj.count:
                 self.closing.append(obj)
             obj = None
         if obj is None:
             name = ObjectName(table, hour, stream, seq)
-            obj = _Object(name, name.key(self.prefix), self.clock(), self.adds)
+            obj = _Object(name, name.key(self.prefix), self.clock(), self.adds, self.level)
             self.open[slot] = obj
-        obj.pending.append((seq, line))
-        obj.size += len(line) + 1
+        obj.append(line)
         obj.last = seq
 
     def _must_rotate(self, obj: _Object, seq: int, size: int) -> bool:
@@ -150,7 +175,7 @@ class ArchiveSink:
             # a new object keeps every object's records above its name's sequence.
             return True
         return (
-            len(obj.pending) >= self.max_records
+            obj.count >= self.max_records
             or obj.size + size + 1 > self.max_bytes
             or self.clock() - obj.opened >= self.max_age
         )
@@ -203,13 +228,12 @@ class ArchiveSink:
 
     def _write(self, obj: _Object) -> None:
         """One conditional PUT of the whole object; a conflict merges with what is there."""
-        if obj.pending:
-            lines = b"".join(line + b"\n" for _, line in obj.pending)
-            body = gzip.compress(lines, compresslevel=self.level, mtime=0)
+        if obj.count:
+            body = obj.finish()
             if self._put(obj.key, body, None) is None:  # someone else wrote this name: merge
                 self.conflicts += 1
-                self._merge(obj, obj.pending)
-        obj.pending.clear()
+                self._merge(obj, _lines(body, obj.key))
+        obj.count = 0
 
     def _put(self, key: str, body: bytes, etag: str | None) -> str | None:
         """PUT conditionally; the new ETag, or ``None`` when the condition failed."""
@@ -245,7 +269,7 @@ class ArchiveSink:
                 return data, etag, set(theirs)
             union = {**theirs, **mine}
             lines = b"".join(line + b"\n" for _, line in sorted(union.items()))
-            body = gzip.compress(lines, compresslevel=self.level, mtime=0)
+            body = igzip.compress(lines, compresslevel=self.level, mtime=0)
             put = self._put(obj.key, body, etag)
             if put is not None:
                 self.merges += 1

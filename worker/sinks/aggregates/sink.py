@@ -140,7 +140,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from worker.attributes import number_fault
+from worker.attributes import fit_add, number_fault
 from worker.canonical import STREAM_RETENTION_SECONDS, fits_dynamodb
 from worker.diff import Change, ChangeKind, image_missing
 from worker.errors import FatalError, RecordError, RetryableError
@@ -235,6 +235,8 @@ class AggregatesSink:
         self.stats = AggregateStats()
         self._rows: dict[RowKey, PendingRow] = {}
         self._seen: dict[RecordId, StreamRecord] = {}  # the records in the buffer
+        self._reads = [a.names for a in self.aggregates]  # the top-level attributes each one reads
+        self._names = frozenset().union(*self._reads)
         self._states: OrderedDict[RowId, RowState] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -252,16 +254,29 @@ class AggregatesSink:
         if rid in self._seen:
             return  # delivered twice into one buffer: its deltas are already here
         kind = change.kind
-        old = new = None
-        if kind is not ChangeKind.INSERT:
-            old = change.old
-            if old is None:
-                raise image_missing(change, "old", self.name)
-        if kind is ChangeKind.INSERT or kind is ChangeKind.MODIFY:
-            new = change.new
-            if new is None:
-                raise image_missing(change, "new", self.name)
-        row_deltas, faults = deltas(self.aggregates, old, new)
+        if kind is not ChangeKind.INSERT and not record.has_old_image:
+            raise image_missing(change, "old", self.name)
+        wants_new = kind is ChangeKind.INSERT or kind is ChangeKind.MODIFY
+        if wants_new and not record.has_new_image:
+            raise image_missing(change, "new", self.name)
+        affected: Sequence[int] | None = None  # None: every aggregate
+        names = self._names
+        if kind is ChangeKind.MODIFY:
+            # An aggregate none of whose attributes differ (raw equality implies equality)
+            # gets equal old and new contributions: its deltas net to zero, and the new
+            # image's faults there are the old image's, reported when it was new.
+            changed = record.changed_attributes()
+            affected = [i for i, read in enumerate(self._reads) if not read.isdisjoint(changed)]
+            if not affected:
+                return
+            if len(affected) < len(self._reads):
+                names = frozenset().union(*(self._reads[i] for i in affected))
+        old, new = record.select(names)  # decodes only the attributes aggregates read
+        if kind is ChangeKind.INSERT:
+            old = None
+        if not wants_new:
+            new = None
+        row_deltas, faults = deltas(self.aggregates, old, new, only=affected)
         for d in row_deltas:
             row = self._rows.get((d.index, d.key))
             if row is None:
@@ -459,15 +474,23 @@ def _overflowing(row: PendingRow, state: RowState) -> list[tuple[RecordId, str]]
         applied = state.applied(shard)
         if applied is not None and seq <= applied:
             continue
-        candidate = add_vectors(total, delta)
-        for name, held, d in zip(names, stored, candidate, strict=True):
-            fault = number_fault(d) or number_fault(add_vectors((held,), (d,))[0])
-            if fault is not None:
-                out.append(((shard, seq), f"{name}: {held} + {d}: {fault}; the record is not counted"))
-                break
+        try:  # the common case, in C: every sum fits (fit_add raises when one does not)
+            candidate = tuple([fit_add(t, d) for t, d in zip(total, delta, strict=True)])
+            for held, c in zip(stored, candidate, strict=True):
+                fit_add(held, c)
+        except ArithmeticError:
+            out.append(((shard, seq), _overflow_reason(names, stored, add_vectors(total, delta))))
         else:
             total = candidate
     return out
+
+
+def _overflow_reason(names: list[str], stored: list[Decimal], candidate: Vector) -> str:
+    for name, held, d in zip(names, stored, candidate, strict=True):
+        fault = number_fault(d) or number_fault(add_vectors((held,), (d,))[0])
+        if fault is not None:
+            return f"{name}: {held} + {d}: {fault}; the record is not counted"
+    return "a total would leave DynamoDB's numbers; the record is not counted"  # fit_add's rule is number_fault's
 
 
 def create(cfg: Config, *, provision: bool = False) -> AggregatesSink:

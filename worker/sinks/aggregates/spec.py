@@ -189,6 +189,13 @@ class Aggregate:
     sums: tuple[Metric, ...]  # the sum metrics, in vector order (after the count)
     missing_group: Literal["skip", "null"]
 
+    @property
+    def names(self) -> frozenset[str]:
+        """The top-level attributes a contribution reads (an item's other attributes never
+        change it)."""
+        paths = (*self.group_paths, *(m.path for m in self.sums if m.path), *(c.path for c in self.where))
+        return frozenset(str(p[0]) for p in paths)
+
     def contribution(self, item: Mapping[str, Value] | None) -> Contribution | None:
         """What ``item`` adds (``None``: nothing: no item, filtered out, or group skipped)."""
         if item is None or not all(c.holds(item) for c in self.where):
@@ -299,17 +306,23 @@ class RowDelta:
 
 
 def deltas(
-    aggregates: Sequence[Aggregate], old: Mapping[str, Value] | None, new: Mapping[str, Value] | None
+    aggregates: Sequence[Aggregate],
+    old: Mapping[str, Value] | None,
+    new: Mapping[str, Value] | None,
+    *,
+    only: Sequence[int] | None = None,
 ) -> tuple[list[RowDelta], list[tuple[str, Fault]]]:
     """The row deltas of replacing ``old`` by ``new`` (either may be ``None``): minus the old
     contribution, plus the new one, netted when both land in one row (zero deltas are dropped).
 
     Also the new image's faults as ``(aggregate name, fault)``: an old image's
-    faults were reported when it was new, and taking a 0 away is exact.
+    faults were reported when it was new, and taking a 0 away is exact. ``only`` limits
+    the work to those aggregates (by index): the others' deltas are known to be zero.
     """
     out: list[RowDelta] = []
     faults: list[tuple[str, Fault]] = []
-    for index, agg in enumerate(aggregates):
+    for index in range(len(aggregates)) if only is None else only:
+        agg = aggregates[index]
         before = agg.contribution(old)
         after = agg.contribution(new)
         if after is not None:

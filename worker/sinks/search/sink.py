@@ -319,7 +319,7 @@ class SearchSink:
             return self.projection.tombstone(seq)
         if kind is ChangeKind.TTL_EXPIRE:
             return self.projection.document(change.old or change.key, seq, expired=True)
-        new = change.new
+        new = change.record.new_image_json(self.projection.decimals)
         if new is None:
             raise RecordError(
                 "the record has no new image (the stream must include NEW_IMAGE)", field="dynamodb.NewImage"
