@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,9 @@ class Moto:
                 self.process.wait()
 
 
-def start_moto(timeout: float = 30.0) -> Moto:
+def start_moto(timeout: float = 30.0, *, env: Mapping[str, str] | None = None) -> Moto:
+    """A moto server on a free loopback port; ``env`` adds variables to its environment
+    (``INITIAL_NO_AUTH_ACTION_COUNT``: moto's IAM mode, see ``tests/functional/test_access_denied``)."""
     try:
         import moto  # noqa: F401
     except ImportError as exc:
@@ -71,6 +73,7 @@ def start_moto(timeout: float = 30.0) -> Moto:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, **env} if env else None,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
