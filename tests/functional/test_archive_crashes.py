@@ -42,7 +42,7 @@ SLOW_DOWN = ("SlowDown", 503)
 READ_TIMEOUT = 30.0  # what a hung call costs on the simulated clock (the client's read timeout)
 # Fault kinds of the small schedules, each counted where it struck (a generator that stops
 # producing one fails test_many_small_schedules...).
-FAULTS = ("retryable", "storms", "conflicts", "outages", "outage calls", "budget stops", "hung")
+FAULTS = ("retryable", "storms", "conflicts", "outages", "long outages", "outage calls", "budget stops", "hung")
 
 
 def s3_error(op: str, code: str, status: int, retry_after: str | None = None) -> ClientError:
@@ -120,6 +120,7 @@ def run_schedule(url: str, seed: int, *, bucket: str = "archive", small: bool = 
         if roll < 0.09:  # past the 15-minute budget (pipeline.max_outage_seconds) the worker stops
             counts["outages"] += 1
             minutes = rng.uniform(1, 14) if rng.random() < 0.75 else rng.uniform(16, 40)
+            counts["long outages"] += minutes > 15
             down_until[0] = sim() + minutes * 60
             raise EndpointConnectionError(endpoint_url=url)
         if roll < 0.10:
