@@ -62,7 +62,8 @@ class Moto:
 
 def start_moto(timeout: float = 30.0, *, env: Mapping[str, str] | None = None) -> Moto:
     """A moto server on a free loopback port; ``env`` adds variables to its environment
-    (``INITIAL_NO_AUTH_ACTION_COUNT``: moto's IAM mode, see ``tests/functional/test_access_denied``)."""
+    (``INITIAL_NO_AUTH_ACTION_COUNT=n``: moto's IAM mode, every request after the first ``n`` is
+    authenticated and authorized against the IAM policies created in that server)."""
     try:
         import moto  # noqa: F401
     except ImportError as exc:
