@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from worker.config import Config
 
 __all__ = [
+    "DYNAMODB_ACCESS_DENIED_CODES",
     "DYNAMODB_RETRYABLE_CODES",
     "S3_FATAL_CODES",
     "classify_dynamodb",
@@ -36,6 +37,9 @@ __all__ = [
 S3_FATAL_CODES = frozenset(
     {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
 )
+# DynamoDB answers 400 AccessDeniedException; a 403 (an endpoint policy, a proxy, moto's IAM
+# mode, which also says AccessDenied) means the same: retrying cannot help.
+DYNAMODB_ACCESS_DENIED_CODES = frozenset({"AccessDeniedException", "AccessDenied"})
 DYNAMODB_RETRYABLE_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -137,11 +141,11 @@ def classify_dynamodb(exc: Exception, what: str) -> Exception:
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code in DYNAMODB_RETRYABLE_CODES or status >= 500:
             return RetryableError(f"{what}: {code or status}: {exc}", retry_after=retry_after(exc))
-        if code == "AccessDeniedException":
-            return FatalError(f"{what}: access denied (check the IAM policy): {exc}")
+        if code in DYNAMODB_ACCESS_DENIED_CODES or status == 403:
+            return FatalError(f"{what}: access denied (check the IAM policy): {_one_line(exc)}")
         if code == "ResourceNotFoundException":
             return FatalError(f"{what}: table not found (create it, or run locally with provisioning): {exc}")
-        return FatalError(f"{what}: {code}: {exc}")
+        return FatalError(f"{what}: {code}: {_one_line(exc)}")
     if isinstance(exc, ConnectionError | HTTPClientError):
         return RetryableError(f"{what}: connection failed: {exc}")
     if missing_credentials(exc):
@@ -149,6 +153,11 @@ def classify_dynamodb(exc: Exception, what: str) -> Exception:
     if isinstance(exc, BotoCoreError):
         return FatalError(f"{what}: {exc}")
     return exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's text on one line (a service may answer with a multi-line body)."""
+    return " ".join(str(exc).split())
 
 
 def ensure_bucket(s3: S3Client, bucket: str, *, create: bool = True) -> None:

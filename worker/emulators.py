@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,10 @@ class Moto:
                 self.process.wait()
 
 
-def start_moto(timeout: float = 30.0) -> Moto:
+def start_moto(timeout: float = 30.0, *, env: Mapping[str, str] | None = None) -> Moto:
+    """A moto server on a free loopback port; ``env`` adds variables to its environment
+    (``INITIAL_NO_AUTH_ACTION_COUNT=n``: moto's IAM mode, every request after the first ``n`` is
+    authenticated and authorized against the IAM policies created in that server)."""
     try:
         import moto  # noqa: F401
     except ImportError as exc:
@@ -71,6 +74,7 @@ def start_moto(timeout: float = 30.0) -> Moto:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, **env} if env else None,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from tests.functional.test_search_scenario import run_schedule
+from tests.functional.test_search_scenario import DELIVERIES, TRANSPORT_FAULTS, run_schedule
 
 SCHEDULES = int(os.environ.get("SEARCH_SCHEDULES", "1000"))
 FIRST_SEED = int(os.environ.get("SEARCH_SEED", "1"))
@@ -31,7 +31,8 @@ def test_random_schedules_leave_the_index_equal_to_the_table(osmem_url, chunk):
         except AssertionError as exc:
             raise AssertionError(f"schedule seed {seed}: {exc}") from exc
         seen.update(delivery.counts)
+    print(f"search schedules {len(seeds)} (chunk {chunk}): {dict(sorted(seen.items()))}")
     # The run really went through every kind of delivery.
     if len(seeds) >= 100:
-        for what in ("ok", "crash-before-flush", "crash-mid", "transient", "replay", "stale", "archive", "zombie"):
+        for what in (*DELIVERIES, *TRANSPORT_FAULTS):
             assert seen[what] > 0, (what, seen)

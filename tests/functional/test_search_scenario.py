@@ -8,34 +8,39 @@ delivered the way a stream really delivers them: in batches, with duplicates,
 crashes before a flush, crashes between bulk chunks, lost responses, transient
 and per-item failures, restarts from the last checkpoint, replays from an
 earlier checkpoint (or the whole archive), stale records redelivered out of
-order after deletes, and a parent→child shard hand-over. Afterwards the index
-must equal the model: same ids, same projected documents, nothing deleted
-comes back.
+order after deletes, and a parent→child shard hand-over. Failures are
+budgeted in time on a simulated clock (:class:`tests.simclock.SimClock`, the
+retry policy's clock and sleep): outages of 1 to 14 minutes are waited out,
+longer ones stop the worker without a checkpoint (a restart follows);
+throttling storms answer 429 with ``Retry-After``; hung calls spend the read
+timeout. Afterwards the index must equal the model: same ids, same projected
+documents, nothing deleted comes back.
 
-The fault injection is :class:`FaultyClient`, a real :class:`SearchClient`
-whose next calls fail on purpose (named as such); everything else is real.
+The fault injection (:mod:`tests.functional.search_faults`) is ``FaultyClient``, a
+real :class:`SearchClient` whose next calls fail on purpose, and ``FlakyConnection``,
+a fake in front of its transport; everything else is real.
 """
 
 from __future__ import annotations
 
 import base64
 import random
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+from tests.functional.search_faults import FaultyClient, FlakyConnection, TransportFaults
+from tests.simclock import SimClock
 from worker.config import SearchSection
 from worker.decode import decode
 from worker.diff import diff
-from worker.errors import RetryableError
 from worker.pipeline import Pipeline, StopProcessing
 from worker.records import RawRecord
-from worker.retry import RetryPolicy, no_sleep
+from worker.retry import RetryPolicy
 from worker.shapes import build
 from worker.sinks.search import SearchSink
-from worker.sinks.search.client import SearchClient, make_session
+from worker.sinks.search.client import make_session
 from worker.sinks.search.docs import doc_id
 from worker.testing import MemoryDeadLetters
 
@@ -43,74 +48,24 @@ PKS = ("a", "b|c", "back\\slash", "é-ü", "L" * 700)  # escaping, UTF-8, hashin
 SKS = (Decimal(1), Decimal("2.0"))
 PARENT = "shardId-00000001763780400000-parent01"
 CHILD = "shardId-00000001763794800000-child001"
-
-
-class Crash(Exception):
-    """A process crash (not a WorkerError: the pipeline stops, nothing is acknowledged)."""
-
-
-# -- fault injection -------------------------------------------------------------------------
-
-
-class FaultyClient(SearchClient):
-    """A real client whose next bulk/mget calls fail on purpose (fault injection).
-
-    ``faults`` holds one entry per coming bulk call: ``None`` (pass), ``"crash"``
-    / ``"crash-after"`` (the process dies before / after the request reached the
-    server), ``"retry"`` / ``"lost"`` (a connection error before sending / after
-    the server applied it), ``"items"`` (some items come back 429 and are not
-    applied, others 503 after being applied). ``mget_faults`` likewise for
-    mget (``"retry"``). ``after_mget`` runs after each read (a concurrent writer).
-    """
-
-    def __init__(self, *args: Any, rng: random.Random | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.faults: deque[str | None] = deque()
-        self.mget_faults: deque[str | None] = deque()
-        self.after_mget: Callable[[], None] | None = None
-        self.rng = rng or random.Random(0)
-
-    def mget(self, index: str, ids: Any, source_includes: str) -> list[dict[str, Any]]:
-        fault = self.mget_faults.popleft() if self.mget_faults else None
-        if fault == "retry":
-            raise RetryableError("injected: connection reset before mget")
-        docs = super().mget(index, ids, source_includes)
-        if self.after_mget is not None:
-            self.after_mget()
-        return docs
-
-    def bulk(self, index: str, body: bytes, actions: int) -> list[dict[str, Any]]:
-        fault = self.faults.popleft() if self.faults else None
-        if fault == "crash":
-            raise Crash("injected: crash before bulk")
-        if fault == "retry":
-            raise RetryableError("injected: connection refused")
-        if fault == "items":
-            return self._partial(index, body, actions)
-        items = super().bulk(index, body, actions)
-        if fault == "crash-after":
-            raise Crash("injected: crash after bulk")
-        if fault == "lost":
-            raise RetryableError("injected: response lost")
-        return items
-
-    def _partial(self, index: str, body: bytes, actions: int) -> list[dict[str, Any]]:
-        lines = body.split(b"\n")[: 2 * actions]
-        pairs = [lines[i : i + 2] for i in range(0, len(lines), 2)]
-        mode = [self.rng.choice(("send", "429", "503-applied")) for _ in pairs]
-        sent = [p for p, m in zip(pairs, mode, strict=True) if m != "429"]
-        results = super().bulk(index, b"".join(b"\n".join(p) + b"\n" for p in sent), len(sent)) if sent else []
-        it = iter(results)
-        out = []
-        for m in mode:
-            if m == "429":
-                out.append({"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "injected"}})
-            else:
-                res = next(it)
-                if m == "503-applied":
-                    res = {"status": 503, "error": {"type": "unavailable_shards_exception", "reason": "injected"}}
-                out.append(res)
-        return out
+# What a batch meets, with its weight (every kind is counted in Delivery.counts).
+DELIVERIES = {
+    "ok": 10,
+    "crash-before-flush": 2,
+    "crash-mid": 2,
+    "transient": 3,
+    "replay": 1,
+    "stale": 2,
+    "archive": 0.2,
+    "zombie": 3,
+    "outage": 0.6,  # connections refused for 1 to 40 simulated minutes
+    "storm": 0.6,  # 429 with Retry-After for 20 to 300 calls
+    "hung": 1,  # 1 to 3 calls each spend the read timeout
+}
+# Fault tallies by call (TransportFaults.counts) and the stops of workers whose budget ran out.
+TRANSPORT_FAULTS = ("outage calls", "storm calls", "hung calls", "budget stops")
+TRANSPORT_FAULTS += ("short outages waited out", "long outages stopped")
+READ_TIMEOUT = 30.0  # the client's per-call timeout: what a hung call costs on the simulated clock
 
 
 # -- the table model -------------------------------------------------------------------------
@@ -303,14 +258,18 @@ class Runner:
         self.verify = verify
         self.delivery = Delivery()
         self.deadletters = MemoryDeadLetters()
+        self.sim = SimClock()
+        self.transport = TransportFaults(self.sim, self.delivery.counts)  # the endpoint's, across restarts
         self.sink, self.pipeline = self._start()
 
     def _start(self) -> tuple[SearchSink, Pipeline]:
         base, session = make_session(self.section, "us-east-1")
         session.verify = self.verify
-        client = FaultyClient(base, session, timeout=30.0, rng=self.rng)
+        client = FaultyClient(base, session, timeout=READ_TIMEOUT, rng=self.rng)
+        client.connection = FlakyConnection(client.connection, self.transport)  # type: ignore[assignment]
         sink = SearchSink(client, self.section)
-        retry = RetryPolicy(attempts=30, base=0.0, cap=0.0, sleep=no_sleep, rng=self.rng)
+        # The production policy (backoff within a 900 s budget) on the simulated clock.
+        retry = RetryPolicy(sleep=self.sim.sleep, clock=self.sim, rng=random.Random(self.rng.random()))
         return sink, Pipeline([sink], self.deadletters, retry=retry, max_batch_records=10_000)
 
     def restart(self) -> None:
@@ -329,65 +288,101 @@ class Runner:
     def run(self) -> None:
         n = len(self.stream.records)
         checkpoint = 0
-        rng = self.rng
         while checkpoint < n:
-            k = rng.randint(1, 8)
-            idx = list(range(checkpoint, min(n, checkpoint + k)))
-            if rng.random() < 0.2:  # redelivered within the batch
-                j = rng.choice(idx)
-                idx.insert(rng.randrange(len(idx) + 1), j)
-                idx.sort()
-            batch = [self.raw(i) for i in idx]
-            what = rng.choices(
-                ["ok", "crash-before-flush", "crash-mid", "transient", "replay", "stale", "archive", "zombie"],
-                [10, 2, 2, 3, 1, 2, 0.2, 3],
-            )[0]
-            self.delivery.note(what)
-            if what == "crash-before-flush":
-                self.pipeline.add(batch)
-                self.restart()  # unflushed: dropped, never acknowledged
-                continue
-            if what == "crash-mid":
-                calls = rng.randint(0, 3)
-                self.client.faults.extend([None] * calls + [rng.choice(["crash", "crash-after"])])
-                try:
-                    self.pipeline.process(batch)
-                except StopProcessing:
-                    self.restart()
-                    continue
-                # The fault was not reached (fewer chunks): a clean batch after all.
-                self.restart()
-                checkpoint = idx[-1] + 1
-                continue
-            if what == "transient":
-                self.client.faults.extend(
-                    rng.choice([["retry"], ["lost"], ["items"], ["items", "items"], [None, "lost"]])
-                )
-                if rng.random() < 0.3:
-                    self.client.mget_faults.append("retry")
-            if what == "replay":  # a new owner starting from an older checkpoint
-                self.restart()
-                checkpoint = rng.randint(0, checkpoint)
-                continue
-            if what == "stale" and checkpoint:
-                # Old records again, out of order (a zombie owner, a late duplicate), maybe after deletes.
-                olds = [self.raw(rng.randrange(checkpoint)) for _ in range(rng.randint(1, 4))]
-                self.pipeline.process(olds)
-            if what == "archive" and checkpoint:
-                # A replay of everything acknowledged so far, e.g. from the archive, by a second pipeline.
-                side = Runner(random.Random(rng.random()), self.section, self.stream, verify=self.verify)
-                side.pipeline.process([self.raw(i) for i in range(checkpoint)])
-                side.pipeline.close()
-            if what == "zombie":
-                # Another worker (the old lease owner) writes between this worker's read and write.
-                lo = rng.randint(0, checkpoint)
-                hi = rng.randint(lo, min(n, idx[-1] + 1 + 4))
-                self.client.after_mget = self._zombie(list(range(lo, hi)))
-            self.pipeline.process(batch)
-            self.client.after_mget = None
-            checkpoint = idx[-1] + 1
+            try:
+                checkpoint = self.step(checkpoint)
+            except StopProcessing as exc:
+                # Retried for max_outage_seconds in vain: the worker stops, nothing acknowledged.
+                if "gave up after" not in str(exc):
+                    raise
+                self.delivery.note("budget stops")
+                self.restart()  # from the last checkpoint, the endpoint maybe still down
         self.client.faults.clear()
         self.client.mget_faults.clear()
+        self.transport.clear()
+
+    def step(self, checkpoint: int) -> int:
+        """One batch from ``checkpoint`` (delivered, crashed, or replayed); the new checkpoint."""
+        n = len(self.stream.records)
+        rng = self.rng
+        k = rng.randint(1, 8)
+        idx = list(range(checkpoint, min(n, checkpoint + k)))
+        if rng.random() < 0.2:  # redelivered within the batch
+            j = rng.choice(idx)
+            idx.insert(rng.randrange(len(idx) + 1), j)
+            idx.sort()
+        batch = [self.raw(i) for i in idx]
+        what = rng.choices(list(DELIVERIES), list(DELIVERIES.values()))[0]
+        self.delivery.note(what)
+        if what == "crash-before-flush":
+            self.pipeline.add(batch)
+            self.restart()  # unflushed: dropped, never acknowledged
+            return checkpoint
+        if what == "crash-mid":
+            calls = rng.randint(0, 3)
+            self.client.faults.extend([None] * calls + [rng.choice(["crash", "crash-after"])])
+            try:
+                self.pipeline.process(batch)
+            except StopProcessing:
+                self.restart()
+                return checkpoint
+            # The fault was not reached (fewer chunks): a clean batch after all.
+            self.restart()
+            return idx[-1] + 1
+        if what == "transient":
+            self.client.faults.extend(rng.choice([["retry"], ["lost"], ["items"], ["items", "items"], [None, "lost"]]))
+            if rng.random() < 0.3:
+                self.client.mget_faults.append("retry")
+        if what == "replay":  # a new owner starting from an older checkpoint
+            self.restart()
+            return rng.randint(0, checkpoint)
+        if what == "stale" and checkpoint:
+            # Old records again, out of order (a zombie owner, a late duplicate), maybe after deletes.
+            olds = [self.raw(rng.randrange(checkpoint)) for _ in range(rng.randint(1, 4))]
+            self.pipeline.process(olds)
+        if what == "archive" and checkpoint:
+            # A replay of everything acknowledged so far, e.g. from the archive, by a second pipeline.
+            side = Runner(random.Random(rng.random()), self.section, self.stream, verify=self.verify)
+            side.pipeline.process([self.raw(i) for i in range(checkpoint)])
+            side.pipeline.close()
+        if what == "zombie":
+            # Another worker (the old lease owner) writes between this worker's read and write.
+            lo = rng.randint(0, checkpoint)
+            hi = rng.randint(lo, min(n, idx[-1] + 1 + 4))
+            self.client.after_mget = self._zombie(list(range(lo, hi)))
+        if what == "outage":  # minutes on the simulated clock; past the 15-minute budget the worker stops
+            minutes = rng.uniform(1, 14) if rng.random() < 0.75 else rng.uniform(16, 40)
+            self.transport.down_until = self.sim() + minutes * 60
+            self.through_outage(batch, minutes)
+            return idx[-1] + 1
+        if what == "storm":  # 429 with Retry-After for many calls in a row
+            self.transport.storm = rng.randint(20, 300)
+        if what == "hung":  # each costs the read timeout; "after": the cluster applied it
+            self.transport.hangs.extend(rng.choice(["before", "after"]) for _ in range(rng.randint(1, 3)))
+        try:
+            self.pipeline.process(batch)
+        finally:
+            self.client.after_mget = None
+        return idx[-1] + 1
+
+    def through_outage(self, batch: list[RawRecord], minutes: float) -> None:
+        """Process ``batch`` as an outage of ``minutes`` begins: one under the budget
+        (``max_outage_seconds``, 15 minutes) is waited out, one past it stops the worker."""
+        t = self.transport
+        clean = not t.storm and not t.hangs  # nothing else spends the budget meanwhile
+        refused = t.counts.get("outage calls", 0)
+        try:
+            self.pipeline.process(batch)
+        except StopProcessing as exc:
+            if minutes < 15 and clean:
+                raise AssertionError(f"an outage of {minutes:.1f} min (under the budget) stopped: {exc}") from exc
+            if minutes > 15:
+                self.delivery.note("long outages stopped")
+            raise  # run() restarts the worker
+        if minutes > 15 and t.counts.get("outage calls", 0) > refused:
+            raise AssertionError(f"an outage of {minutes:.1f} min (past the budget) was waited out")
+        if minutes < 15 and t.counts.get("outage calls", 0) > refused:
+            self.delivery.note("short outages waited out")
 
     def _zombie(self, indexes: list[int]) -> Callable[[], None]:
         def write_once() -> None:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import requests
 
-from tests.functional.test_search_scenario import FaultyClient
+from tests.functional.search_faults import FaultyClient
 from worker.config import Config, SearchSection
 from worker.emulators import free_port
 from worker.errors import RetryableError

@@ -94,3 +94,28 @@ def test_classify(exc: Exception, kind: type) -> None:
 
 def test_row_state_defaults() -> None:
     assert RowState(False).applied("s") is None
+
+
+def test_access_denied_stops_in_one_line_in_dynamodb_and_in_a_403_shape() -> None:
+    # DynamoDB's own answer (HTTP 400, JSON): the shape botocore builds from it.
+    dynamodb = ClientError(
+        {
+            "Error": {
+                "Code": "AccessDeniedException",
+                "Message": "User: arn:aws:iam::123456789012:user/w is not authorized to perform: "
+                "dynamodb:UpdateItem on resource: arn:aws:dynamodb:us-east-1:123456789012:table/Stats",
+            },
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        },
+        "UpdateItem",
+    )
+    # A 403 with a multi-line XML body (an endpoint policy or proxy; moto's IAM mode answers so).
+    xml = '<?xml version="1.0"?>\n<ErrorResponse><Code>AccessDenied</Code></ErrorResponse>'
+    forbidden = ClientError(
+        {"Error": {"Code": "403", "Message": xml}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "Op"
+    )
+    for exc in (dynamodb, forbidden, client_error("AccessDenied", 400)):
+        err = classify_dynamodb(exc, "UpdateItem Stats")
+        assert type(err) is FatalError
+        text = str(err)
+        assert text.startswith("UpdateItem Stats: access denied (check the IAM policy): ") and "\n" not in text
