@@ -1,0 +1,448 @@
+"""Keeping up: sustained records/s of one real ``worker kcl`` shard process with every sink.
+
+The production shard process (``python -m worker kcl``) runs with aggregates,
+search and the archive configured, at the production cadence (the defaults of
+``[pipeline]`` and ``[archive]``), against :mod:`bench.latency_stub`: a
+**latency-only stub** (not an emulator) in its own process that answers every
+call with a minimal valid response after a fixed service time (DynamoDB 5 ms,
+OpenSearch ``_mget`` and ``_bulk`` 20 ms each, S3 PUT 30 ms by default).
+
+This process plays the KCL daemon over real pipes with the multilang
+protocol: ``initialize``, then ``processRecords`` messages of ``--batch``
+records (KCL's ``maxRecords`` default, 1,000), each sent as soon as the child
+acknowledged the previous one with its ``status`` (the daemon does the same:
+one batch in flight per shard); every ``checkpoint`` request is answered as
+KCL answers it; then ``shutdownRequested`` (the child flushes everything and
+checkpoints the last record) and end of input.
+
+Measured per workload: records/s while feeding (first ``processRecords`` sent
+to the last acknowledged), the child's CPU per record (``/proc/<pid>/stat``:
+the child alone, every thread), and the calls per 1,000 records each sink made
+(counted at the stub). Workloads: ``low`` groups by ``status`` (6 groups);
+``high`` groups by (``pk``, ``version``), which is unique per record: every
+record opens a new group (a MODIFY also closes its item's previous one). The
+named baseline is a saturated shard: 1,000 records/s, the documented write
+limit of one DynamoDB partition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from bench.workload import SHARD_ID, Workload, batches, generate
+
+TARGET_RECORDS_PER_SECOND = 3000.0
+SATURATED_SHARD = 1000.0  # records/s: one DynamoDB partition's write limit (1,000 write units/s)
+READ_TIMEOUT = 120.0
+
+# workload name -> (group_by, description)
+WORKLOADS: dict[str, tuple[list[str], str]] = {
+    "low": (["status"], "groups of low cardinality: group by status (6 groups)"),
+    "high": (["pk", "version"], "groups of high cardinality: group by (pk, version), a new group per record"),
+}
+
+# (column, stub operation): the calls each sink makes
+CALLS = [
+    ("DDB UpdateItem", "UpdateItem"),
+    ("DDB BatchGet", "BatchGetItem"),
+    ("OS bulk", "bulk"),
+    ("OS mget", "mget"),
+    ("S3 PUT", "PutObject"),
+]
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """Service times of the stub, in milliseconds."""
+
+    dynamodb: float = 5.0
+    mget: float = 20.0
+    bulk: float = 20.0
+    s3: float = 30.0
+
+    def args(self) -> list[str]:
+        return [
+            f"--dynamodb-ms={self.dynamodb}",
+            f"--mget-ms={self.mget}",
+            f"--bulk-ms={self.bulk}",
+            f"--s3-ms={self.s3}",
+        ]
+
+
+@dataclass
+class Result:
+    """One workload's run."""
+
+    workload: str
+    records: int = 0  # acknowledged by the child
+    batches: int = 0
+    seconds: float = 0.0  # first processRecords sent -> last acknowledged
+    cpu_seconds: float = 0.0  # the child's CPU over the same span
+    shutdown_seconds: float = 0.0  # shutdownRequested -> its status (the final flush)
+    rss_mib: float = 0.0  # the child's resident memory after the last batch
+    checkpoints: list[str] = field(default_factory=list)  # sequence numbers the child checkpointed, in order
+    last_sequence: str = ""  # of the last record sent
+    exit_code: int | None = None
+    stub: dict[str, Any] = field(default_factory=dict)  # the stub's counts
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the stub's DynamoDB rows (after the run)
+    stderr: str = ""
+
+    @property
+    def per_second(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        return 1e6 * self.cpu_seconds / self.records if self.records else 0.0
+
+    def per_thousand(self, op: str) -> float:
+        return 1000 * self.stub.get("calls", {}).get(op, 0) / self.records if self.records else 0.0
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def child_env() -> dict[str, str]:
+    """The environment of the stub and the child: loopback only, no metadata probe, dummy credentials."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER")}
+    env.update(
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",  # a dummy: the stub checks no signature
+        AWS_REGION="us-east-1",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+    )
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "AWS_PROFILE"):
+        env.pop(name, None)
+    return env
+
+
+@contextmanager
+def latency_stub(latencies: Latencies) -> Iterator[tuple[dict[str, str], subprocess.Popen[bytes]]]:
+    """The stub in its own process: its base URLs (dynamodb, search, s3)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.latency_stub", *latencies.args()],
+        stdout=subprocess.PIPE,
+        env=child_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the latency stub did not start")
+        yield json.loads(line), proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def stub_get(urls: dict[str, str], what: str) -> Any:
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{urls['dynamodb']}/__stub__/{what}", timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def write_config(directory: Path, urls: dict[str, str], group_by: list[str]) -> Path:
+    """Every sink on the stub, production cadence (``[pipeline]`` and ``[archive]`` defaults)."""
+    path = directory / "worker.toml"
+    path.write_text(
+        f"""
+[worker]
+table = "Orders"
+region = "us-east-1"
+log_format = "json"
+log_level = "warning"
+data_dir = "{directory / "data"}"
+
+[aws]
+dynamodb_endpoint_url = "{urls["dynamodb"]}"
+s3_endpoint_url = "{urls["s3"]}"
+
+[deadletter]
+url = "{directory / "dead"}"
+
+[[aggregates]]
+name = "orders_by_group"
+table = "OrderStats"
+group_by = {json.dumps(group_by)}
+metrics = {{ orders = "count", revenue = "sum(total)" }}
+
+[search]
+url = "{urls["search"]}"
+index = "orders"
+
+[archive]
+bucket = "orders-archive"
+
+[kcl]
+metrics_dir = "{directory / "metrics"}"
+"""
+    )
+    return path
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` (all its threads), from ``/proc/<pid>/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """``py-spy record`` of the child (every thread, collapsed stacks), for ``--profile`` only.
+
+    py-spy is not a dependency of the project: ``pip install py-spy`` into the
+    virtualenv to use it. Sampling at 100 Hz without pausing the child.
+    """
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [exe, "record", "-p", str(pid), "-o", str(out), "--format", "raw", "-r", "100", "--threads"]
+    proc = subprocess.Popen([*cmd, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the first batch
+    return proc
+
+
+# -- the daemon's side of the pipes --------------------------------------------------------------
+
+
+class Daemon:
+    """Plays the KCL multilang daemon for one ``worker kcl`` child (one batch in flight, like KCL)."""
+
+    def __init__(self, config: Path, stderr: IO[bytes]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "kcl", "--config", str(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=child_env(),
+        )
+        self.checkpoints: list[str] = []
+
+    def send(self, message: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(message)
+        self.proc.stdin.flush()
+
+    def until_status(self, action: str) -> None:
+        """Answer checkpoint requests until the child's status for ``action``."""
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the child ended while {action} was in flight (exit {self.proc.poll()})")
+            if not line.strip():
+                continue
+            msg = orjson.loads(line)
+            if msg.get("action") == "checkpoint":
+                seq = msg.get("sequenceNumber")
+                self.checkpoints.append(seq)
+                reply = {"action": "checkpoint", "sequenceNumber": seq, "subSequenceNumber": None, "error": None}
+                self.send(orjson.dumps(reply) + b"\n")
+            elif msg.get("action") == "status" and msg.get("responseFor") == action:
+                return
+            else:
+                raise RuntimeError(f"unexpected message while {action} was in flight: {msg}")
+
+    def call(self, message: dict[str, Any]) -> None:
+        self.send(orjson.dumps(message) + b"\n")
+        self.until_status(message["action"])
+
+    def close(self) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            return self.proc.wait(timeout=READ_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def messages(work: Workload, size: int) -> list[tuple[bytes, int, str]]:
+    """Each batch as the daemon's ``processRecords`` line, its record count and last sequence number."""
+    out = []
+    for chunk in batches(work.multilang, size):
+        records = [{**m, "action": "record"} for m in chunk]
+        line = orjson.dumps({"action": "processRecords", "millisBehindLatest": 1000, "records": records})
+        out.append((line + b"\n", len(chunk), str(chunk[-1]["sequenceNumber"])))
+    return out
+
+
+def run_workload(
+    name: str,
+    work: Workload,
+    *,
+    latencies: Latencies,
+    batch: int = 1000,
+    max_seconds: float = 600.0,
+    directory: Path | None = None,
+    profile: Path | None = None,
+) -> Result:
+    """One ``worker kcl`` child through the whole workload (or ``max_seconds`` of it) on a fresh stub."""
+    group_by, _ = WORKLOADS[name]
+    lines = messages(work, batch)  # encoded before the clock starts: the daemon's work, not the child's
+    result = Result(name)
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, latency_stub(latencies) as (urls, _stub):
+        base = directory or Path(tmp)
+        config = write_config(base, urls, group_by)
+        err_path = base / "child.stderr"
+        with err_path.open("wb") as err:
+            daemon = Daemon(config, err)
+            try:
+                daemon.call(
+                    {
+                        "action": "initialize",
+                        "shardId": SHARD_ID,
+                        "sequenceNumber": "TRIM_HORIZON",
+                        "subSequenceNumber": 0,
+                    }
+                )
+                pid = daemon.proc.pid
+                spy = start_profiler(pid, profile / f"{name}.txt") if profile else None
+                cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+                for line, count, last in lines:
+                    daemon.send(line)
+                    daemon.until_status("processRecords")
+                    result.records += count
+                    result.batches += 1
+                    result.last_sequence = last
+                    if time.perf_counter() - t0 >= max_seconds:
+                        break
+                result.seconds = time.perf_counter() - t0
+                result.cpu_seconds = cpu_seconds(pid) - cpu0
+                result.rss_mib = rss_mib(pid)
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its samples and leaves
+                    spy.wait()
+                t1 = time.perf_counter()
+                daemon.call({"action": "shutdownRequested"})
+                result.shutdown_seconds = time.perf_counter() - t1
+                daemon.call({"action": "leaseLost"})
+                result.exit_code = daemon.close()
+            except RuntimeError as exc:
+                err.flush()
+                raise RuntimeError(f"{name}: {exc}; the child's stderr:\n{err_path.read_text()[-3000:]}") from exc
+            finally:
+                if daemon.proc.poll() is None:
+                    daemon.proc.kill()
+                    daemon.proc.wait()
+        result.checkpoints = daemon.checkpoints
+        result.stderr = err_path.read_text(errors="replace")
+        result.stub = stub_get(urls, "counts")
+        result.rows = stub_get(urls, "rows")
+    return result
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def table(results: list[Result]) -> str:
+    head = ["workload", "records", "records/s", "x saturated", "CPU us/rec", "RSS MiB"]
+    head += [column for column, _ in CALLS]
+    rows = [
+        [
+            r.workload,
+            f"{r.records:,}",
+            f"{r.per_second:,.0f}",
+            f"{r.per_second / SATURATED_SHARD:.2f}",
+            f"{r.cpu_us:,.0f}",
+            f"{r.rss_mib:.0f}",
+            *(f"{r.per_thousand(op):,.1f}" for _, op in CALLS),
+        ]
+        for r in results
+    ]
+    rows.insert(0, ["saturated shard (baseline)", "", f"{SATURATED_SHARD:,.0f}", "1.00", "", ""] + [""] * len(CALLS))
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    fmt = [f"{h:<{widths[0]}}" if i == 0 else f"{h:>{widths[i]}}" for i, h in enumerate(head)]
+    lines = ["  ".join(fmt), "  ".join("-" * w for w in widths)]
+    for row in rows:
+        lines.append("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
+    return "\n".join(lines)
+
+
+def verdict(r: Result) -> str:
+    ok = r.per_second >= TARGET_RECORDS_PER_SECOND
+    what = f"e2e {r.workload}: records/s per shard process >= {TARGET_RECORDS_PER_SECOND:.0f}"
+    return f"target: {what}: {r.per_second:,.0f}, {'met' if ok else 'NOT met'}"
+
+
+def details(r: Result) -> str:
+    calls = r.stub.get("calls", {})
+    items = r.stub.get("items", {})
+    done = r.checkpoints[-1] == r.last_sequence if r.checkpoints else False
+    return (
+        f"{r.workload}: {r.batches} batches in {r.seconds:.1f} s, final flush {r.shutdown_seconds * 1000:.0f} ms,"
+        f" {len(r.checkpoints)} checkpoints (last = last record: {'yes' if done else 'NO'}), exit {r.exit_code};"
+        f" rows per UpdateItem 1, bulk actions {items.get('bulk', 0):,}, archived lines {items.get('PutObject', 0):,};"
+        f" other calls: {', '.join(f'{k} {v}' for k, v in sorted(calls.items()) if k not in dict(CALLS).values())}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench e2e", description=__doc__.splitlines()[0])
+    p.add_argument("--records", type=int, default=30_000, help="records per workload (default 30,000)")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="stop feeding a workload after this long")
+    p.add_argument("--batch", type=int, default=1000, help="records per processRecords (KCL's maxRecords)")
+    p.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), default=["low", "high"])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the child into DIR/<workload>.txt")
+    p.add_argument("--dynamodb-ms", type=float, default=5.0, help="stub service time per DynamoDB call")
+    p.add_argument("--mget-ms", type=float, default=20.0, help="stub service time per OpenSearch _mget")
+    p.add_argument("--bulk-ms", type=float, default=20.0, help="stub service time per OpenSearch _bulk")
+    p.add_argument("--s3-ms", type=float, default=30.0, help="stub service time per S3 PUT")
+    args = p.parse_args(argv)
+    lat = Latencies(args.dynamodb_ms, args.mget_ms, args.bulk_ms, args.s3_ms)
+    work = generate(args.records, args.seed)
+    print(
+        f"workload: {len(work):,} records (bench/workload.py, seed {args.seed}), batches of {args.batch},"
+        f" one `worker kcl` child with aggregates + search + archive (production cadence)"
+    )
+    print(
+        f"endpoints: latency-only stub (bench/latency_stub.py, its own process): DynamoDB {lat.dynamodb:g} ms,"
+        f" OpenSearch _mget {lat.mget:g} ms and _bulk {lat.bulk:g} ms, S3 PUT {lat.s3:g} ms per call"
+    )
+    for name in args.workloads:
+        print(f"  {name}: {WORKLOADS[name][1]}")
+    results = []
+    for name in args.workloads:
+        r = run_workload(
+            name, work, latencies=lat, batch=args.batch, max_seconds=args.max_seconds, profile=args.profile
+        )
+        if r.exit_code != 0:
+            print(f"{name}: the child exited {r.exit_code}; its stderr:\n{r.stderr[-3000:]}", file=sys.stderr)
+        results.append(r)
+    print()
+    print("calls per 1,000 records (counted at the stub); CPU of the child process only (every thread)")
+    print(table(results))
+    print()
+    for r in results:
+        print(details(r))
+    print()
+    print(f"baseline: saturated shard: {SATURATED_SHARD:,.0f} records/s (one DynamoDB partition's write limit)")
+    for r in results:
+        print(f"{r.workload}: {r.per_second:,.0f} records/s = {r.per_second / SATURATED_SHARD:.2f}x a saturated shard")
+    for r in results:
+        print(verdict(r))
