@@ -28,7 +28,9 @@ limit of one DynamoDB partition.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
 import os
 import shutil
 import signal
@@ -45,10 +47,13 @@ from typing import IO, Any
 import orjson
 
 from bench.workload import SHARD_ID, Workload, batches, generate
+from worker.sinks.aggregates.sink import AggregatesSink
 
 TARGET_RECORDS_PER_SECOND = 3000.0
 SATURATED_SHARD = 1000.0  # records/s: one DynamoDB partition's write limit (1,000 write units/s)
 READ_TIMEOUT = 120.0
+# UpdateItems the aggregates sink keeps in flight (its default; `worker kcl` does not change it)
+AGGREGATES_CONCURRENCY: int = inspect.signature(AggregatesSink).parameters["concurrency"].default
 
 # workload name -> (group_by, description)
 WORKLOADS: dict[str, tuple[list[str], str]] = {
@@ -389,6 +394,28 @@ def verdict(r: Result) -> str:
     return f"target: {what}: {r.per_second:,.0f}, {'met' if ok else 'NOT met'}"
 
 
+def ceilings(r: Result, lat: Latencies) -> tuple[float, float]:
+    """Records/s if only the stub's service times counted, and if only the child's CPU counted.
+
+    Service time per batch, waited for in turn by the shard process (the
+    pipeline flushes one sink after the other): UpdateItems in rounds of the
+    aggregates sink's concurrency, BatchGetItems one after another, one
+    ``_mget`` and ``_bulk`` per chunk, the archive's PUTs. The CPU bound is one
+    core (one interpreter: the GIL serialises the sinks' threads).
+    """
+    calls = r.stub.get("calls", {})
+    n = max(r.batches, 1)
+    updates = calls.get("UpdateItem", 0) / n
+    wait_ms = math.ceil(updates / AGGREGATES_CONCURRENCY) * lat.dynamodb
+    wait_ms += calls.get("BatchGetItem", 0) / n * lat.dynamodb
+    wait_ms += calls.get("mget", 0) / n * lat.mget + calls.get("bulk", 0) / n * lat.bulk
+    wait_ms += calls.get("PutObject", 0) / n * lat.s3
+    per_batch = r.records / n
+    io = per_batch / (wait_ms / 1000) if wait_ms else float("inf")
+    cpu = 1e6 / r.cpu_us if r.cpu_us else float("inf")
+    return io, cpu
+
+
 def details(r: Result) -> str:
     calls = r.stub.get("calls", {})
     items = r.stub.get("items", {})
@@ -396,7 +423,7 @@ def details(r: Result) -> str:
     return (
         f"{r.workload}: {r.batches} batches in {r.seconds:.1f} s, final flush {r.shutdown_seconds * 1000:.0f} ms,"
         f" {len(r.checkpoints)} checkpoints (last = last record: {'yes' if done else 'NO'}), exit {r.exit_code};"
-        f" rows per UpdateItem 1, bulk actions {items.get('bulk', 0):,}, archived lines {items.get('PutObject', 0):,};"
+        f" bulk actions {items.get('bulk', 0):,}, archived lines {items.get('PutObject', 0):,};"
         f" other calls: {', '.join(f'{k} {v}' for k, v in sorted(calls.items()) if k not in dict(CALLS).values())}"
     )
 
@@ -404,7 +431,7 @@ def details(r: Result) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench e2e", description=__doc__.splitlines()[0])
     p.add_argument("--records", type=int, default=30_000, help="records per workload (default 30,000)")
-    p.add_argument("--max-seconds", type=float, default=60.0, help="stop feeding a workload after this long")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="stop feeding a workload after this long")
     p.add_argument("--batch", type=int, default=1000, help="records per processRecords (KCL's maxRecords)")
     p.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), default=["low", "high"])
     p.add_argument("--seed", type=int, default=1)
@@ -426,6 +453,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     for name in args.workloads:
         print(f"  {name}: {WORKLOADS[name][1]}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} cores, load average {load} at start")
     results = []
     for name in args.workloads:
         r = run_workload(
@@ -440,6 +469,13 @@ def main(argv: list[str] | None = None) -> None:
     print()
     for r in results:
         print(details(r))
+    print()
+    print("ceilings (records/s) from this run's counts: service times alone (the flushes waited in turn,")
+    print(f"UpdateItems {AGGREGATES_CONCURRENCY} at a time) | the child's CPU alone (one core) | child CPU use")
+    for r in results:
+        io, cpu = ceilings(r, lat)
+        use = r.cpu_seconds / r.seconds if r.seconds else 0.0
+        print(f"  {r.workload}: {io:,.0f} | {cpu:,.0f} | {100 * use:.0f}% of a core")
     print()
     print(f"baseline: saturated shard: {SATURATED_SHARD:,.0f} records/s (one DynamoDB partition's write limit)")
     for r in results:

@@ -231,7 +231,7 @@ def _handler(stub: Stub, service: str) -> type[BaseHTTPRequestHandler]:
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(out)))
-            buffered: list[bytes] = self._headers_buffer  # type: ignore[has-type]
+            buffered: list[bytes] = self._headers_buffer  # type: ignore[attr-defined]
             head = b"".join(buffered) + b"\r\n"
             buffered.clear()
             self.wfile.write(head if self.command == "HEAD" else head + out)
