@@ -7,8 +7,8 @@ search and the archive configured, at the production cadence (the defaults of
 call with a minimal valid response after a fixed service time (DynamoDB 5 ms,
 OpenSearch ``_mget`` and ``_bulk`` 20 ms each, S3 PUT 30 ms by default).
 
-This process plays the KCL daemon over real pipes with the multilang
-protocol: ``initialize``, then ``processRecords`` messages of ``--batch``
+This process plays the KCL daemon (:mod:`bench.multilang`) over real pipes
+with the multilang protocol: ``initialize``, then ``processRecords`` messages of ``--batch``
 records (KCL's ``maxRecords`` default, 1,000), each sent as soon as the child
 acknowledged the previous one with its ``status`` (the daemon does the same:
 one batch in flight per shard); every ``checkpoint`` request is answered as
@@ -32,7 +32,6 @@ import inspect
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -42,16 +41,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import orjson
-
-from bench.workload import SHARD_ID, Workload, batches, generate
+from bench.multilang import Daemon, child_env, cpu_seconds, messages, rss_mib, start_profiler
+from bench.workload import SHARD_ID, Workload, generate
 from worker.sinks.aggregates.sink import AggregatesSink
 
 TARGET_RECORDS_PER_SECOND = 3000.0
 SATURATED_SHARD = 1000.0  # records/s: one DynamoDB partition's write limit (1,000 write units/s)
-READ_TIMEOUT = 120.0
 # UpdateItems the aggregates sink keeps in flight (its default; `worker kcl` does not change it)
 AGGREGATES_CONCURRENCY: int = inspect.signature(AggregatesSink).parameters["concurrency"].default
 
@@ -122,22 +119,6 @@ class Result:
 # -- processes ---------------------------------------------------------------------------------
 
 
-def child_env() -> dict[str, str]:
-    """The environment of the stub and the child: loopback only, no metadata probe, dummy credentials."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER")}
-    env.update(
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",  # a dummy: the stub checks no signature
-        AWS_REGION="us-east-1",
-        NO_PROXY="127.0.0.1,localhost",
-        no_proxy="127.0.0.1,localhost",
-    )
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "AWS_PROFILE"):
-        env.pop(name, None)
-    return env
-
-
 @contextmanager
 def latency_stub(latencies: Latencies) -> Iterator[tuple[dict[str, str], subprocess.Popen[bytes]]]:
     """The stub in its own process: its base URLs (dynamodb, search, s3)."""
@@ -204,98 +185,6 @@ metrics_dir = "{directory / "metrics"}"
     return path
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of process ``pid`` (all its threads), from ``/proc/<pid>/stat``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """``py-spy record`` of the child (every thread, collapsed stacks), for ``--profile`` only.
-
-    py-spy is not a dependency of the project: ``pip install py-spy`` into the
-    virtualenv to use it. Sampling at 100 Hz without pausing the child.
-    """
-    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [exe, "record", "-p", str(pid), "-o", str(out), "--format", "raw", "-r", "100", "--threads"]
-    proc = subprocess.Popen([*cmd, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # attached before the first batch
-    return proc
-
-
-# -- the daemon's side of the pipes --------------------------------------------------------------
-
-
-class Daemon:
-    """Plays the KCL multilang daemon for one ``worker kcl`` child (one batch in flight, like KCL)."""
-
-    def __init__(self, config: Path, stderr: IO[bytes]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "kcl", "--config", str(config)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=child_env(),
-        )
-        self.checkpoints: list[str] = []
-
-    def send(self, message: bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(message)
-        self.proc.stdin.flush()
-
-    def until_status(self, action: str) -> None:
-        """Answer checkpoint requests until the child's status for ``action``."""
-        assert self.proc.stdout is not None
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"the child ended while {action} was in flight (exit {self.proc.poll()})")
-            if not line.strip():
-                continue
-            msg = orjson.loads(line)
-            if msg.get("action") == "checkpoint":
-                seq = msg.get("sequenceNumber")
-                self.checkpoints.append(seq)
-                reply = {"action": "checkpoint", "sequenceNumber": seq, "subSequenceNumber": None, "error": None}
-                self.send(orjson.dumps(reply) + b"\n")
-            elif msg.get("action") == "status" and msg.get("responseFor") == action:
-                return
-            else:
-                raise RuntimeError(f"unexpected message while {action} was in flight: {msg}")
-
-    def call(self, message: dict[str, Any]) -> None:
-        self.send(orjson.dumps(message) + b"\n")
-        self.until_status(message["action"])
-
-    def close(self) -> int:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            return self.proc.wait(timeout=READ_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-
-def messages(work: Workload, size: int) -> list[tuple[bytes, int, str]]:
-    """Each batch as the daemon's ``processRecords`` line, its record count and last sequence number."""
-    out = []
-    for chunk in batches(work.multilang, size):
-        records = [{**m, "action": "record"} for m in chunk]
-        line = orjson.dumps({"action": "processRecords", "millisBehindLatest": 1000, "records": records})
-        out.append((line + b"\n", len(chunk), str(chunk[-1]["sequenceNumber"])))
-    return out
-
-
 def run_workload(
     name: str,
     work: Workload,
@@ -316,15 +205,10 @@ def run_workload(
         err_path = base / "child.stderr"
         with err_path.open("wb") as err:
             daemon = Daemon(config, err)
+            spy: subprocess.Popen[bytes] | None = None
             try:
-                daemon.call(
-                    {
-                        "action": "initialize",
-                        "shardId": SHARD_ID,
-                        "sequenceNumber": "TRIM_HORIZON",
-                        "subSequenceNumber": 0,
-                    }
-                )
+                start = {"action": "initialize", "shardId": SHARD_ID, "sequenceNumber": "TRIM_HORIZON"}
+                daemon.call({**start, "subSequenceNumber": 0})
                 pid = daemon.proc.pid
                 spy = start_profiler(pid, profile / f"{name}.txt") if profile else None
                 cpu0, t0 = cpu_seconds(pid), time.perf_counter()
@@ -351,9 +235,10 @@ def run_workload(
                 err.flush()
                 raise RuntimeError(f"{name}: {exc}; the child's stderr:\n{err_path.read_text()[-3000:]}") from exc
             finally:
-                if daemon.proc.poll() is None:
-                    daemon.proc.kill()
-                    daemon.proc.wait()
+                for proc in (daemon.proc, spy):
+                    if proc is not None and proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
         result.checkpoints = daemon.checkpoints
         result.stderr = err_path.read_text(errors="replace")
         result.stub = stub_get(urls, "counts")
