@@ -194,6 +194,7 @@ def run_workload(
     max_seconds: float = 600.0,
     directory: Path | None = None,
     profile: Path | None = None,
+    profile_gil: bool = False,
 ) -> Result:
     """One ``worker kcl`` child through the whole workload (or ``max_seconds`` of it) on a fresh stub."""
     group_by, _ = WORKLOADS[name]
@@ -210,7 +211,7 @@ def run_workload(
                 start = {"action": "initialize", "shardId": SHARD_ID, "sequenceNumber": "TRIM_HORIZON"}
                 daemon.call({**start, "subSequenceNumber": 0})
                 pid = daemon.proc.pid
-                spy = start_profiler(pid, profile / f"{name}.txt") if profile else None
+                spy = start_profiler(pid, profile / f"{name}.txt", gil=profile_gil) if profile else None
                 cpu0, t0 = cpu_seconds(pid), time.perf_counter()
                 for line, count, last in lines:
                     daemon.send(line)
@@ -321,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), default=["low", "high"])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the child into DIR/<workload>.txt")
+    p.add_argument("--profile-gil", action="store_true", help="with --profile: sample the GIL holder only")
     p.add_argument("--dynamodb-ms", type=float, default=5.0, help="stub service time per DynamoDB call")
     p.add_argument("--mget-ms", type=float, default=20.0, help="stub service time per OpenSearch _mget")
     p.add_argument("--bulk-ms", type=float, default=20.0, help="stub service time per OpenSearch _bulk")
@@ -343,7 +345,13 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for name in args.workloads:
         r = run_workload(
-            name, work, latencies=lat, batch=args.batch, max_seconds=args.max_seconds, profile=args.profile
+            name,
+            work,
+            latencies=lat,
+            batch=args.batch,
+            max_seconds=args.max_seconds,
+            profile=args.profile,
+            profile_gil=args.profile_gil,
         )
         if r.exit_code != 0:
             print(f"{name}: the child exited {r.exit_code}; its stderr:\n{r.stderr[-3000:]}", file=sys.stderr)

@@ -57,16 +57,20 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+def start_profiler(pid: int, out: Path, *, gil: bool = False) -> subprocess.Popen[bytes]:
     """``py-spy record`` of the child (every thread, collapsed stacks), for ``--profile`` only.
 
     py-spy is not a dependency of the project: ``pip install py-spy`` into the
-    virtualenv to use it. Sampling at 100 Hz without pausing the child.
+    virtualenv to use it. Sampling at 100 Hz without pausing the child. Threads
+    waiting for the GIL count as busy (at the call that released it) unless
+    ``gil``: then only the thread holding the GIL is sampled.
     """
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [exe, "record", "-p", str(pid), "-o", str(out), "--format", "raw", "-r", "100", "--threads"]
-    proc = subprocess.Popen([*cmd, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "--nonblocking", *(["--gil"] if gil else [])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     time.sleep(1.0)  # attached before the first batch
     return proc
 
