@@ -1,4 +1,4 @@
-"""``python -m bench [pipeline|aggregates|search|archive|footprint|backfill|all] [args]``.
+"""``python -m bench [pipeline|aggregates|search|archive|footprint|backfill|e2e|all] [args]``.
 
 Each benchmark is a module ``bench.<name>`` exposing ``main(argv)``; it is
 imported only when asked for, so one benchmark's dependencies never slow down
@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 import sys
 
-BENCHMARKS = ("pipeline", "aggregates", "search", "archive", "footprint", "backfill")
+BENCHMARKS = ("pipeline", "aggregates", "search", "archive", "footprint", "backfill", "e2e")
 
 
 def available() -> list[str]:

@@ -37,6 +37,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -53,6 +54,9 @@ from worker.metrics import ShardMetricsFile
 from worker.pipeline import Pipeline, Position
 from worker.records import RawRecord
 from worker.retry import RetryPolicy
+
+# The shard process's garbage collector: young-generation thresholds (see settle_heap)
+GC_THRESHOLDS = (50_000, 20, 20)
 
 RETRYABLE_CHECKPOINT_ERRORS = frozenset({"ThrottlingException", "KinesisClientLibDependencyException"})
 LEASE_GONE_ERRORS = frozenset({"ShutdownException"})
@@ -283,6 +287,24 @@ def _as_dict(record: Any) -> dict[str, Any]:
     }
 
 
+def settle_heap(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
+    """Tune the garbage collector for a shard process, once its start-up is done.
+
+    Start-up leaves a large heap of long-lived objects (botocore's service
+    models, the clients, the configuration). Left in the collector's oldest
+    generation, every full collection walks all of them again: measured with
+    ``bench e2e`` (low cardinality), the collector took about 21% of the
+    process's CPU, three quarters of it in full collections. Freezing that heap
+    (``gc.freeze``: never collected, never walked) and collecting the young
+    generations less often (each batch allocates a few hundred thousand
+    objects, most of them alive until the sinks flush) took it to about 5%.
+    Cyclic garbage made after start-up is still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*thresholds)
+
+
 def serve(
     cfg: Any,
     *,
@@ -311,6 +333,7 @@ def serve(
         ),
         metrics_dir=metrics_dir,
     )
+    settle_heap()
     kcl.KCLProcess(processor, input_file=stdin, output_file=stdout, error_file=sys.stderr).run()
     processor.finish()
     return 0
