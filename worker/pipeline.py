@@ -17,7 +17,7 @@ Durability per sink (the model of Kafka Connect, Flink and quix-streams):
   have accumulated for them.
 * :meth:`Pipeline.commit` (at most once per ``commit_interval``) flushes the
   dead letters, then returns, per shard, the newest position whose ordinal is
-  at most the minimum over sinks: a deque of (ordinal, shard, sequence) is
+  at most the minimum over sinks: a log of (ordinal, shard, sequence) is
   popped as that minimum advances. A parked record is in the dead letters'
   buffer before its ordinal is passed, and the dead letters are flushed
   before any position is reported, so a parked record is durable before it is
@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +50,7 @@ import structlog
 from worker.decode import decode
 from worker.diff import Change, diff
 from worker.errors import Action, FatalError, RecordError, action_of
+from worker.positions import AddLog, PositionLog
 from worker.records import RawRecord, StreamRecord
 from worker.retry import RetryPolicy
 from worker.sinks import Cadenced, DeadLetters, Sink
@@ -126,7 +127,7 @@ class Pipeline:
         self.log = log or structlog.get_logger("worker.pipeline")
         self.stats = Stats()
         self._ordinal = 0  # records added so far
-        self._positions: deque[tuple[int, str, str]] = deque()  # (ordinal, shard, sequence), not yet reported
+        self._positions = PositionLog()  # (ordinal, shard, sequence) of records not yet reported
         self._sinks = [_SinkState(sink) for sink in self.sinks]
         self._last_commit = float("-inf")  # the first commit is not held back
         if self.retry.on_retry is None:
@@ -253,11 +254,7 @@ class Pipeline:
         self._flush_deadletters()
         everything = self._ordinal
         upto = min((s.durable if s.count else everything for s in self._sinks), default=everything)
-        done: dict[str, str] = {}
-        positions = self._positions
-        while positions and positions[0][0] <= upto:
-            _, shard, seq = positions.popleft()
-            done[shard] = seq
+        done = self._positions.pop_upto(upto)
         if done:
             self.stats.commits += 1
         return Position(done)
@@ -327,7 +324,7 @@ class Pipeline:
     def _advance(self, shard: str, sequence: str | None) -> None:
         self._ordinal += 1
         if sequence is not None:
-            self._positions.append((self._ordinal, shard, sequence))
+            self._positions.append(self._ordinal, shard, sequence)
 
     def park(self, error: RecordError) -> None:
         """Park one record found bad outside the pipeline's own path (e.g. a damaged archive line):
@@ -370,13 +367,13 @@ class _SinkState:
         self.last = 0  # ordinal of the newest add
         self.count = 0
         self.first_at: float | None = None
-        self.adds: deque[tuple[int, float]] = deque()
+        self.adds = AddLog()
 
     def added(self, ordinal: int, clock: Callable[[], float]) -> None:
         self.last = ordinal
         self.count += 1
         if self.cadenced:
-            self.adds.append((ordinal, clock()))
+            self.adds.append(ordinal, clock())
         elif self.first_at is None:
             self.first_at = clock()
 
@@ -394,10 +391,10 @@ class _SinkState:
             self.durable = self.last
             self.reset()
             return
-        adds = self.adds
-        while len(adds) > unflushed:
-            self.durable = adds.popleft()[0]
-        self.count = len(adds)
+        newest = self.adds.keep_newest(unflushed)
+        if newest is not None:
+            self.durable = newest
+        self.count = len(self.adds)
 
     def reset(self) -> None:
         self.count = 0
@@ -406,7 +403,7 @@ class _SinkState:
 
     def oldest_age(self, now: float) -> float:
         if self.adds:
-            return now - self.adds[0][1]
+            return now - self.adds.oldest_time()
         return now - self.first_at if self.first_at is not None else 0.0
 
 

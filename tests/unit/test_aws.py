@@ -55,3 +55,23 @@ def test_s3_dead_letters_classify_like_the_archive(code: str, kind: type) -> Non
     with pytest.raises(kind):
         dl.flush()
     assert dl.pending  # kept for the next attempt (or for nobody, when the worker stops)
+
+
+def test_clients_share_one_session_per_credential_environment(tmp_path, monkeypatch) -> None:
+    from worker import config
+    from worker.aws import client
+
+    path = tmp_path / "w.toml"
+    path.write_text('[worker]\nregion = "us-east-1"\n[aws]\nendpoint_url = "http://127.0.0.1:9"\n')
+    cfg = config.load(path, env={})
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "first")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    ddb, s3 = client(cfg, "dynamodb"), client(cfg, "s3")
+    # One loader: the service models and endpoint rules are loaded once per process.
+    assert ddb._loader is s3._loader
+    assert ddb._request_signer._credentials.access_key == "first"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "second")  # another identity: another session
+    other = client(cfg, "s3")
+    assert other._loader is not s3._loader
+    assert other._request_signer._credentials.access_key == "second"

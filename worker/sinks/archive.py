@@ -77,7 +77,7 @@ _GZIP_WBITS = 31  # zlib's convention: 16 + 15, a gzip header and trailer
 class _Object:
     """One object not yet written, written once at rotation.
 
-    Its lines are compressed as they are added (``chunks``; the buffer holds about a
+    Its lines are compressed as they are added (``compressed``; the buffer holds about a
     seventh of the JSON), and the body is finished once (``body``), so a retried
     write sends the same bytes.
     """
@@ -90,24 +90,23 @@ class _Object:
     size: int = 0  # uncompressed bytes
     last: int = -1  # highest sequence number added
     count: int = 0  # records added
-    chunks: list[bytes] = field(default_factory=list)
+    compressed: bytearray = field(default_factory=bytearray)  # one buffer, not a small object per line
     body: bytes | None = None
     _gzip: Any = None
 
     def append(self, line: bytes) -> None:
         if self._gzip is None:
             self._gzip = isal_zlib.compressobj(self.level, isal_zlib.DEFLATED, _GZIP_WBITS)
-        out = self._gzip.compress(line + b"\n")
-        if out:
-            self.chunks.append(out)
+        self.compressed += self._gzip.compress(line + b"\n")
         self.count += 1
         self.size += len(line) + 1
 
     def finish(self) -> bytes:
         """The gzip body (one member), made once."""
         if self.body is None:
-            self.chunks.append(self._gzip.flush() if self._gzip is not None else b"")
-            self.body, self.chunks, self._gzip = b"".join(self.chunks), [], None
+            if self._gzip is not None:
+                self.compressed += self._gzip.flush()
+            self.body, self.compressed, self._gzip = bytes(self.compressed), bytearray(), None
         return self.body
 
 

@@ -42,7 +42,6 @@ import os
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
@@ -52,6 +51,7 @@ from amazon_kclpy.v3 import processor as kclpy_v3
 
 from worker.metrics import ShardMetricsFile
 from worker.pipeline import Pipeline, Position
+from worker.positions import AckLog
 from worker.records import RawRecord
 from worker.retry import RetryPolicy
 
@@ -104,7 +104,7 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
         self.shard_id = "unknown"
         self.metrics = ShardMetricsFile(None, self.shard_id, clock=clock)
         self.last_durable: tuple[str, int | None, float | None] | None = None  # sequence, sub, created
-        self.unacked: deque[tuple[str, int | None, float]] = deque()  # added, not yet checkpointed
+        self.unacked = AckLog()  # (sequence, subsequence, created) added, not yet checkpointed
         self.checkpointer: Any = None  # the latest batch's
         self.closed = False
 
@@ -169,9 +169,8 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
             for r in records
         ]
         created = [r.timestamp_millis / 1000 for r in records]
-        self.unacked.extend(
-            (str(r.sequence_number), r.sub_sequence_number, c) for r, c in zip(records, created, strict=True)
-        )
+        for r, c in zip(records, created, strict=True):
+            self.unacked.append(str(r.sequence_number), r.sub_sequence_number, c)
         self.metrics.batch_started(min(created))
         self.pipeline.add(batch)
         # The checkpoint is exactly the position the pipeline reports durable, never newer.
@@ -183,12 +182,10 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
         durable = position.sequences.get(self.shard_id)
         if durable is None:
             return
-        unacked = self.unacked
-        while unacked and unacked[0][0] != durable:
-            unacked.popleft()
-        if not unacked:  # not a record of ours: never checkpoint what we cannot place
+        entry = self.unacked.pop_through(durable)
+        if entry is None:  # not a record of ours: never checkpoint what we cannot place
             raise CheckpointFailed(f"durable position {durable} is not a record of this lease", exhausted=False)
-        seq, sub, created = unacked.popleft()
+        seq, sub, created = entry
         self.last_durable = (seq, sub, created)
         try:
             self._checkpoint(self.checkpointer, seq, sub, created)
@@ -235,9 +232,9 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
         durable = position.sequences.get(self.shard_id)
         if durable is None:
             return
-        for seq, sub, created in self.unacked:
-            if seq == durable:
-                self.last_durable = (seq, sub, created)
+        entry = self.unacked.last_of(durable)
+        if entry is not None:
+            self.last_durable = entry
         self.unacked.clear()
 
     def _checkpoint(self, checkpointer: Any, sequence: str | None, sub: int | None, created: float | None) -> None:
