@@ -198,6 +198,23 @@ def print_table(results: list[Result]) -> None:
             f"{r.stack:<32} {r.batch:>5} {r.records:>7} {r.writes:>7} {r.writes * 1000 / r.records:>13.1f} "
             f"{r.reads:>5} {rate:>9.0f} {rate / base_rate:>10.1f}x  {'yes' if r.exact_after_redelivery else 'NO'}"
         )
+    # The sink's promises, judged on its largest batch: exactly once, and far fewer writes.
+    worker = max(results[:-1], key=lambda r: r.batch)
+    fewer = base.writes / max(worker.writes, 1)
+    print()
+    exact = worker.exact_after_redelivery
+    print(f"target: {worker.stack} exact after a redelivery: {'yes' if exact else 'no'}, {verdict(exact)}")
+    print(
+        f"target: {worker.stack} writes >= {TARGET_FEWER_WRITES:g}x fewer than the per-record baseline: "
+        f"{fewer:.1f}x, {verdict(fewer >= TARGET_FEWER_WRITES)}"
+    )
+
+
+TARGET_FEWER_WRITES = 10.0
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
 
 
 if __name__ == "__main__":
