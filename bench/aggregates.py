@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
 
     for k, v in FAKE_CREDENTIALS.items():
         os.environ.setdefault(k, v)
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")  # the emulator's; the client needs one
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     changes = [
         diff(decode_mapping(r, where=f"{SHARD}/{r['dynamodb']['SequenceNumber']}", shard_id=SHARD))
         for r in canonical_records(args.records, args.seed)
