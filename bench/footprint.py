@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import resource
 import subprocess
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.multilang import Daemon
 from bench.workload import batches, generate
 
 IMPORTS = (
@@ -136,46 +136,6 @@ bucket = "footprint-archive"
     return path
 
 
-class Child:
-    """`worker kcl` over pipes, playing the KCL daemon."""
-
-    def __init__(self, config_path: Path, env: dict[str, str]) -> None:
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "kcl", "--config", str(config_path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            text=True,
-        )
-
-    def call(self, message: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(message) + "\n")
-        self.proc.stdin.flush()
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise SystemExit(f"worker kcl exited with {self.proc.wait()} during {message['action']}")
-            if not line.strip():
-                continue
-            reply = json.loads(line)
-            if reply["action"] == "checkpoint":
-                self.proc.stdin.write(json.dumps({**reply, "error": None}) + "\n")
-                self.proc.stdin.flush()
-                continue
-            if reply != {"action": "status", "responseFor": message["action"]}:
-                raise SystemExit(f"unexpected reply {reply}")
-            return
-
-    def close(self) -> int:
-        assert self.proc.stdin is not None
-        self.call({"action": "leaseLost"})
-        self.proc.stdin.close()
-        return self.proc.wait(60)
-
-
 def kcl_records(multilang: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**m, "partitionKey": m["sequenceNumber"], "action": "record"} for m in multilang]
 
@@ -210,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
             wall_bare, cpu_bare = best_wall([sys.executable, "-c", "pass"], args.repeats)
             wall_imports, cpu_imports = best_wall([sys.executable, "-c", IMPORTS], args.repeats)
 
-            child = Child(cfg_path, env)
+            started = time.perf_counter()
+            child = Daemon(cfg_path, subprocess.DEVNULL)
             child.call(
                 {
                     "action": "initialize",
@@ -219,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
                     "subSequenceNumber": 0,
                 }
             )
-            ready_s = time.perf_counter() - child.started
+            ready_s = time.perf_counter() - started
             after_init = status_kb(child.proc.pid)
             t = time.perf_counter()
             n_batches = 0
@@ -228,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                 n_batches += 1
             work_s = time.perf_counter() - t
             after_work = status_kb(child.proc.pid)
+            child.call({"action": "leaseLost"})
             code = child.close()
         finally:
             osmem.close()

@@ -78,7 +78,7 @@ def start_profiler(pid: int, out: Path, *, gil: bool = False) -> subprocess.Pope
 class Daemon:
     """Plays the KCL multilang daemon for one ``worker kcl`` child (one batch in flight, like KCL)."""
 
-    def __init__(self, config: Path, stderr: IO[bytes]) -> None:
+    def __init__(self, config: Path, stderr: IO[bytes] | int) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker", "kcl", "--config", str(config)],
             stdin=subprocess.PIPE,
