@@ -198,3 +198,30 @@ def test_batches_are_acknowledged_without_a_checkpoint_until_the_commit_interval
 class _Shutdown:
     def __init__(self, checkpointer: FakeCheckpointer) -> None:
         self.checkpointer = checkpointer
+
+
+def test_the_heap_is_released_after_each_batch_not_before_its_checkpoint() -> None:
+    sink = MemorySink()
+    pipeline = Pipeline([sink], MemoryDeadLetters())
+    cp = FakeCheckpointer()
+    seen: list[int] = []  # checkpoints made when each release came
+    p = ShardProcessor(
+        pipeline,
+        checkpoint_retry=RetryPolicy(attempts=3, sleep=no_sleep),
+        die=die,
+        release_heap=lambda: seen.append(len(cp.calls)),
+    )
+    p.initialize(
+        messages.InitializeInput(
+            {"action": "initialize", "shardId": SHARD, "sequenceNumber": "TRIM_HORIZON", "subSequenceNumber": 0}
+        )
+    )
+    p.process_records(process_input(records(2), cp))
+    p.process_records(process_input(records(2, start=4200000000012345679000), cp))
+    assert seen == [1, 2]  # once per batch, after the batch's checkpoint
+
+
+def test_releasing_the_heap_is_harmless_here() -> None:
+    from worker.sources.kcl import release_free_heap
+
+    release_free_heap()  # glibc's malloc_trim on Linux; must not raise anywhere

@@ -37,6 +37,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import signal
@@ -60,6 +61,30 @@ GC_THRESHOLDS = (50_000, 20, 20)
 
 RETRYABLE_CHECKPOINT_ERRORS = frozenset({"ThrottlingException", "KinesisClientLibDependencyException"})
 LEASE_GONE_ERRORS = frozenset({"ShutdownException"})
+
+
+def release_free_heap() -> None:
+    """Give the heap's free pages back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    Called after each batch. A batch's objects are freed when the sinks flush, but
+    the few that outlive it keep the allocator's arenas partly used, and glibc only
+    returns memory from the top of its heap: measured with ``bench footprint``, a
+    shard process grew from 66 to 87 MiB over 10,000 records without this and to
+    79 MiB with it, for about 1 ms per batch of 1,000 records.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], object] | None:
+    import ctypes  # here, not at start-up: the first batch pays its import, not every spawn
+
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return None
 
 
 class CheckpointFailed(Exception):
@@ -93,9 +118,11 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
         metrics_dir: str | None = None,
         die: Callable[[int], NoReturn] = exit_now,
         clock: Callable[[], float] = time.time,
+        release_heap: Callable[[], object] = release_free_heap,
         log: Any = None,
     ) -> None:
         self.pipeline = pipeline
+        self.release_heap = release_heap
         self.checkpoint_retry = checkpoint_retry
         self.metrics_dir = metrics_dir
         self.die = die
@@ -176,6 +203,7 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
         # The checkpoint is exactly the position the pipeline reports durable, never newer.
         self._commit(self.pipeline.commit())
         self.metrics.batch_done(self.pipeline.stats, max(created))
+        self.release_heap()
 
     def _commit(self, position: Position) -> None:
         """Checkpoint the durable position (if any) with the latest checkpointer."""
