@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,6 +29,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from tests.worker_cli import run_worker
 from worker.aws import ensure_bucket
 from worker.config import AggregateSection
 from worker.emulators import start_moto
@@ -109,15 +109,7 @@ def run_local(tmp: Path, denied: Denied, body: str) -> subprocess.CompletedProce
         AWS_CONFIG_FILE=str(tmp / "none"),
         AWS_SHARED_CREDENTIALS_FILE=str(tmp / "none"),
     )
-    return subprocess.run(
-        [sys.executable, "-m", "worker", "local", "--config", str(cfg), "--fixtures", str(FIXTURE)],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    return run_worker("local", "--config", str(cfg), "--fixtures", str(FIXTURE), env=env, timeout=120)
 
 
 def one_line(run: subprocess.CompletedProcess[str]) -> str:

@@ -8,12 +8,10 @@ does for a user replaying into their real targets.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.poison.cases import nested, order, record
+from tests.worker_cli import run_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,15 +45,7 @@ prefix = "changes/"
 
 
 def local(cfg: Path, *fixtures: Path) -> dict:
-    run = subprocess.run(
-        [sys.executable, "-m", "worker", "local", "--config", str(cfg), "--json", "--fixtures", *map(str, fixtures)],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "AWS_EC2_METADATA_DISABLED": "true"},
-    )
+    run = run_worker("local", "--config", str(cfg), "--json", "--fixtures", *map(str, fixtures))
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from tests.worker_cli import run_worker
 from worker import config
 from worker.decode import decode
 from worker.records import EventName
@@ -41,14 +42,12 @@ def final_items() -> tuple[dict[str, dict], int]:
 
 
 def test_local_run_over_bundled_fixtures_matches_a_recomputation(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "worker", "local", "--json", "--config", "config/local.toml"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "WORKER__DEADLETTER__URL": str(tmp_path / "dead")},
+    run = run_worker(
+        "local",
+        "--json",
+        "--config",
+        "config/local.toml",
+        extra_env={"WORKER__DEADLETTER__URL": str(tmp_path / "dead")},
     )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)

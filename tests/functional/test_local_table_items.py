@@ -5,14 +5,13 @@ file and the fixtures independently."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
+from tests.worker_cli import run_worker
 from worker import config
 from worker.attributes import decode_item
 from worker.decode import decode
@@ -57,14 +56,8 @@ def final_table(items: dict[str, dict]) -> dict[str, dict]:
 
 
 def local(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker", "local", "--config", "config/local.toml", *args],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "WORKER__DEADLETTER__URL": str(tmp / "dead"), "AWS_EC2_METADATA_DISABLED": "true"},
+    return run_worker(
+        "local", "--config", "config/local.toml", *args, extra_env={"WORKER__DEADLETTER__URL": str(tmp / "dead")}
     )
 
 

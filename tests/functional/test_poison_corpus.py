@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 from tests.poison.cases import CORPUS, DECODE, cases, render
+from tests.worker_cli import run_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,15 +54,7 @@ def run_local(tmp_path: Path, *fixtures: Path) -> tuple[subprocess.CompletedProc
     dead = tmp_path / "dead"
     cfg = tmp_path / "poison.toml"
     cfg.write_text(CONFIG.format(dead=dead))
-    run = subprocess.run(
-        [sys.executable, "-m", "worker", "local", "--config", str(cfg), "--json", "--fixtures", *map(str, fixtures)],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "AWS_EC2_METADATA_DISABLED": "true"},
-    )
+    run = run_worker("local", "--config", str(cfg), "--json", "--fixtures", *map(str, fixtures))
     parked = [json.loads(x) for f in sorted(dead.rglob("*.jsonl")) for x in f.read_text().splitlines()]
     return run, parked
 

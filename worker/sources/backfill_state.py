@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from worker.errors import FatalError
+from worker.files import write_atomic
 
 STATE = "state.json"
 CHANGED = "changed.jsonl"
@@ -63,17 +64,6 @@ class Progress:
     @property
     def scanned(self) -> int:
         return sum(s.items for s in self.segments)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a reader sees the old or the new file, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class Workdir:
