@@ -45,6 +45,8 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import orjson
+
 __all__ = ["Stub", "main"]
 
 Reply = tuple[int, dict[str, str], bytes]
@@ -77,7 +79,7 @@ class Stub:
 
     def dynamodb(self, target: str, body: bytes) -> Reply:
         op = target.rpartition(".")[2]
-        req = json.loads(body or b"{}")
+        req = orjson.loads(body or b"{}")
         if op == "DescribeTable":
             self.count(op, len(body))
             keys = [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
@@ -108,7 +110,7 @@ class Stub:
             self.count(f"unexpected {op}", len(body))
             msg = {"__type": "com.amazon.coral.validate#ValidationException", "message": f"stub: no {op}"}
             return 400, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(msg).encode()
-        return 200, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(out).encode()
+        return 200, {"Content-Type": "application/x-amz-json-1.0"}, orjson.dumps(out)
 
     def _update(self, req: dict[str, Any], *, answer: bool = True) -> dict[str, Any]:
         """Apply the update expression's SET / ADD / REMOVE to the row (conditions are not checked);
@@ -127,7 +129,7 @@ class Stub:
                     row[names_path[0]] = {"N": str(Decimal(old["N"]) + Decimal(values[value]["N"]))}
                 elif verb == "REMOVE":
                     _put(row, names_path, None)
-            return json.loads(json.dumps(row)) if answer else {}  # a copy, outside the lock's rows
+            return orjson.loads(orjson.dumps(row)) if answer else {}  # a copy, outside the lock's rows
 
     # -- OpenSearch ----------------------------------------------------------------------------
 
@@ -176,7 +178,7 @@ class Stub:
 
 
 def _row_key(table: str, key: dict[str, Any]) -> str:
-    return f"{table}|{json.dumps(key, sort_keys=True)}"
+    return f"{table}|{orjson.dumps(key, option=orjson.OPT_SORT_KEYS).decode()}"
 
 
 @functools.lru_cache(maxsize=4096)
