@@ -302,17 +302,21 @@ class AggregatesSink:
         row = self._rows[key]
         state = self._states[self._row_id(key)]
         agg = row.aggregate
-        total = agg.zero()
         marks: dict[str, tuple[int, int]] = {}
-        for (shard, seq), delta in row.entries.items():
-            applied = state.applied(shard)
-            if applied is not None and seq <= applied:
-                continue
-            total = add_vectors(total, delta)
-            first, last = marks.get(shard, (seq, seq))
-            marks[shard] = (min(first, seq), max(last, seq))
-        if not marks:
-            return None
+        if len(row.entries) == 1 and not state.exists:  # the common case of a new group: one record, no marks
+            ((shard, seq), total), *_ = row.entries.items()
+            marks[shard] = (seq, seq)
+        else:
+            total = agg.zero()
+            for (shard, seq), delta in row.entries.items():
+                applied = state.applied(shard)
+                if applied is not None and seq <= applied:
+                    continue
+                total = add_vectors(total, delta)
+                first, last = marks.get(shard, (seq, seq))
+                marks[shard] = (min(first, seq), max(last, seq))
+            if not marks:
+                return None
         adds: list[tuple[str, Decimal]] = [(COUNT, total[0])]
         sums = iter(total[1:])
         for m in agg.metrics:

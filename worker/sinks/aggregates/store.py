@@ -8,6 +8,7 @@ failure to one action (retry, stop).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -136,7 +137,7 @@ class RowWrite:
         """The ``UpdateItem`` arguments (``returns``: with ``ReturnValues=ALL_NEW``; a transaction's
         ``Update`` action takes the same arguments without it)."""
         names: dict[str, str] = {"#hwm": HWM, "#upd": UPDATED}
-        values: dict[str, Any] = {":upd": {"S": datetime.fromtimestamp(int(now), UTC).isoformat()}}
+        values: dict[str, Any] = {":upd": {"S": _iso(int(now))}}
         sets = ["#upd = :upd"]
         adds: list[str] = []
         removes: list[str] = []
@@ -186,6 +187,12 @@ class RowWrite:
 
     def where(self) -> str:
         return f"{self.table} {self.pk} {self.sk}"
+
+
+@functools.lru_cache(maxsize=8)
+def _iso(second: int) -> str:
+    """``updated_at`` text of a second (the rows of one flush share it)."""
+    return datetime.fromtimestamp(second, UTC).isoformat()
 
 
 # -- calls ----------------------------------------------------------------------------------------
