@@ -83,10 +83,14 @@ class AggregateStats:
 
 
 class AggregatesSink:
-    """The sink (see the module docstring for the mechanism and the table layout).
+    """The sink (see the package docstring for the mechanism and the table layout).
 
-    ``client`` is a boto3 DynamoDB client (thread-safe; ``concurrency`` rows are
-    written in parallel, 1 writes in order). ``clock`` gives epoch seconds.
+    ``client`` is a boto3 DynamoDB client, or :func:`~worker.sinks.aggregates.wire.wire_client`
+    of one (production); thread-safe: ``concurrency`` row writes or transactions
+    are in flight at once, 1 writes in order. ``transaction_rows``: see the package
+    docstring. ``clock`` gives epoch seconds. ``cache_rows`` bounds the rows whose
+    marks are remembered between flushes (about 1 KB each; least recently used
+    first out, a row then costs a read when it comes back).
     """
 
     name = SINK_NAME
@@ -102,7 +106,7 @@ class AggregatesSink:
         transaction_rows: int = 100,
         reread_seconds: float = REREAD_SECONDS,
         max_rounds: int = 6,
-        cache_rows: int = 100_000,
+        cache_rows: int = 20_000,
         log: Any = None,
     ) -> None:
         self.client = client
