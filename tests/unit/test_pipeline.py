@@ -173,3 +173,9 @@ def test_a_failing_flush_lets_the_others_finish_and_reports_no_position():
     assert len(b.flushed) == 2  # b's flush ran to its end beside a's failure
     assert p.commit(force=True).sequences == {}  # a holds nothing durable: nothing may be checkpointed
     p.close()
+
+
+def test_a_pipeline_without_sinks_flushes_and_reports_every_position():
+    p, dl = pipeline()
+    pos = p.process(batch(2))
+    assert pos.sequences == {"shardId-1": str(10**20 + 2)} and dl.parked == []
