@@ -10,7 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -168,9 +168,9 @@ class AggregatesSink:
             new = None
         row_deltas, faults = deltas(self.aggregates, old, new, only=affected)
         for d in row_deltas:
-            row = self._rows.get((d.index, d.key))
+            row = self._rows.get((d.number, d.key))
             if row is None:
-                row = self._rows[(d.index, d.key)] = PendingRow(self.aggregates[d.index], d.group)
+                row = self._rows[(d.number, d.key)] = PendingRow(self.aggregates[d.number], d.group)
             row.entries[rid] = d.vector
         self._seen[rid] = record
         if faults:
@@ -199,7 +199,7 @@ class AggregatesSink:
             if unknown:
                 self.stats.reads += len(unknown)
                 for rid, state in self._read(unknown).items():
-                    self._remember(rid, replace(state, read_at=now))
+                    self._remember(rid, state._replace(read_at=now))
             refused += self._refuse_overflows(pending)
             pending = self._apply(pending)
         if pending:
@@ -394,7 +394,7 @@ class AggregatesSink:
                 else:
                     self.stats.writes += 1
                     if isinstance(outcome, RowState):  # ALL_NEW: DynamoDB's own view of the row
-                        self._remember(rid, replace(outcome, read_at=now))
+                        self._remember(rid, outcome._replace(read_at=now))
                     elif (base := self._states.get(rid)) is not None:  # a transaction's: derived
                         self._remember(rid, base.after(plan, now))
                     del self._rows[key]

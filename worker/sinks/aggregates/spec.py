@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from worker.attributes import Item, Value
 from worker.canonical import number_text
@@ -166,8 +166,7 @@ class Fault:
     reason: str
 
 
-@dataclass(frozen=True)
-class Contribution:
+class Contribution(NamedTuple):
     """What one item adds to one aggregate: one row, a count of 1 and its sums."""
 
     key: str  # the row's sort key (:func:`group_key`)
@@ -198,7 +197,7 @@ class Aggregate:
 
     def contribution(self, item: Mapping[str, Value] | None) -> Contribution | None:
         """What ``item`` adds (``None``: nothing: no item, filtered out, or group skipped)."""
-        if item is None or not all(c.holds(item) for c in self.where):
+        if item is None or (self.where and not all(c.holds(item) for c in self.where)):
             return None
         group: list[Value] = []
         for path in self.group_paths:
@@ -208,7 +207,7 @@ class Aggregate:
                     return None
                 v = None
             group.append(v)
-        vector = [Decimal(1)]
+        vector = [ONE]
         faults: list[Fault] = []
         for m in self.sums:
             assert m.path is not None
@@ -239,6 +238,9 @@ class Aggregate:
 
     def zero(self) -> Vector:
         return (ZERO,) * (1 + len(self.sums))
+
+
+ONE = Decimal(1)
 
 
 def _type_name(v: Value) -> str:
@@ -295,11 +297,10 @@ def compile_aggregate(section: AggregateConfig, prefix: str = "aggregates") -> A
     )
 
 
-@dataclass(frozen=True)
-class RowDelta:
-    """What one change does to one row: ``vector`` added to aggregate ``index``'s group ``key``."""
+class RowDelta(NamedTuple):
+    """What one change does to one row: ``vector`` added to aggregate number ``number``'s group ``key``."""
 
-    index: int
+    number: int  # the aggregate's index in the sink's list
     key: str
     group: tuple[Value, ...]
     vector: Vector

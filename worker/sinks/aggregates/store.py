@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -40,6 +40,7 @@ _REASON_CONFLICT = frozenset({"ConditionalCheckFailed", "TransactionConflict"}) 
 _REASON_THROTTLED = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"})
 
 RowId = tuple[str, str, str]  # (table, pk, sk)
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 def hwm_entry(sequence: int, at: float) -> str:
@@ -56,8 +57,7 @@ def parse_entry(entry: str) -> tuple[int, float]:
     return int(seq), float(at or 0)
 
 
-@dataclass(frozen=True)
-class RowState:
+class RowState(NamedTuple):
     """What the sink knows of one row: whether it exists and its high-water marks.
 
     ``read_at`` is when this knowledge last came from DynamoDB itself (a read,
@@ -68,8 +68,8 @@ class RowState:
     """
 
     exists: bool
-    hwm: Mapping[str, str] = field(default_factory=dict)  # shard -> hwm_entry
-    totals: Mapping[str, Decimal] = field(default_factory=dict)  # count and metric attributes, as read
+    hwm: Mapping[str, str] = _EMPTY  # shard -> hwm_entry
+    totals: Mapping[str, Decimal] = _EMPTY  # count and metric attributes, as read
     read_at: float = 0.0
 
     def applied(self, shard: str) -> int | None:
@@ -113,8 +113,7 @@ def state_of(attributes: Mapping[str, Any] | None) -> RowState:
     return RowState(True, {str(k): str(v) for k, v in (hwm or {}).items()}, totals)
 
 
-@dataclass(frozen=True)
-class RowWrite:
+class RowWrite(NamedTuple):
     """One planned write: add ``deltas`` and raise each shard's mark, if nobody did first.
 
     ``marks`` maps a shard to ``(first, last)``: the lowest and highest sequence
