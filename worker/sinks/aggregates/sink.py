@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from worker.attributes import fit_add, number_fault
-from worker.canonical import STREAM_RETENTION_SECONDS, fits_dynamodb
+from worker.canonical import STREAM_RETENTION_SECONDS
 from worker.diff import Change, ChangeKind, image_missing
-from worker.errors import FatalError, RecordError, RetryableError
+from worker.errors import RecordError, RetryableError
 from worker.records import StreamRecord
 from worker.sinks.aggregates.spec import (
     ZERO,
@@ -329,9 +329,8 @@ class AggregatesSink:
                     adds.append((m.name, total[0]))
             else:
                 adds.append((m.name, next(sums)))
-        for attr, d in adds:
-            if not fits_dynamodb(d):
-                raise FatalError(f"aggregate {agg.name} group {key[1]}: {attr} delta {d} exceeds 38 significant digits")
+        # Every delta fits DynamoDB's numbers: _refuse_overflows took out, against this very state,
+        # each record whose running total (the delta written here) or stored total would not.
         prune = state.stale(now, self.keep_seconds, [*marks, LOCAL_SHARD]) if state.exists else []
         return RowWrite(
             table=agg.table,

@@ -135,43 +135,25 @@ class RowWrite(NamedTuple):
     def request(self, now: float, *, returns: bool = True) -> dict[str, Any]:
         """The ``UpdateItem`` arguments (``returns``: with ``ReturnValues=ALL_NEW``; a transaction's
         ``Update`` action takes the same arguments without it)."""
-        names: dict[str, str] = {"#hwm": HWM, "#upd": UPDATED}
+        create = self.create
+        included = tuple(i for i, (_, delta) in enumerate(self.deltas) if create or not delta.is_zero())
+        attrs = tuple(self.deltas[i][0] for i in included)
+        expression, condition, static = _shape(included, attrs, create, len(self.marks), len(self.prune))
+        names = dict(static)
         values: dict[str, Any] = {":upd": {"S": _iso(int(now))}}
-        sets = ["#upd = :upd"]
-        adds: list[str] = []
-        removes: list[str] = []
-        for i, (attr, delta) in enumerate(self.deltas):
-            if delta.is_zero() and not self.create:
-                continue  # an existing row already has the attribute; a new one gets its 0
-            names[f"#a{i}"] = attr
-            values[f":a{i}"] = {"N": number_text(delta)}
-            adds.append(f"#a{i} :a{i}")
-        if self.create:
-            names["#pk"] = PK
-            names["#grp"] = GROUP
+        for i in included:  # an existing row already has a zero delta's attribute; a new one gets its 0
+            values[f":a{i}"] = {"N": number_text(self.deltas[i][1])}
+        if create:
             values[":grp"] = encode_value(dict(self.group))
             values[":hwm"] = {"M": {s: {"S": hwm_entry(last, now)} for s, (_, last) in self.marks.items()}}
-            sets += ["#grp = :grp", "#hwm = :hwm"]
-            condition = "attribute_not_exists(#pk)"
         else:
-            parts = ["attribute_exists(#hwm)"]
             for i, (shard, (first, last)) in enumerate(sorted(self.marks.items())):
                 names[f"#s{i}"] = shard
                 values[f":s{i}"] = {"S": hwm_entry(last, now)}
                 values[f":f{i}"] = {"S": seq_text(first)}
-                sets.append(f"#hwm.#s{i} = :s{i}")
-                parts.append(f"(attribute_not_exists(#hwm.#s{i}) OR #hwm.#s{i} < :f{i})")
             for i, (shard, entry) in enumerate(self.prune):
                 names[f"#x{i}"] = shard
                 values[f":x{i}"] = {"S": entry}
-                removes.append(f"#hwm.#x{i}")
-                parts.append(f"(attribute_not_exists(#hwm.#x{i}) OR #hwm.#x{i} = :x{i})")
-            condition = " AND ".join(parts)
-        expression = "SET " + ", ".join(sets)
-        if adds:
-            expression += " ADD " + ", ".join(adds)
-        if removes:
-            expression += " REMOVE " + ", ".join(removes)
         out = {
             "TableName": self.table,
             "Key": {PK: {"S": self.pk}, SK: {"S": self.sk}},
@@ -186,6 +168,41 @@ class RowWrite(NamedTuple):
 
     def where(self) -> str:
         return f"{self.table} {self.pk} {self.sk}"
+
+
+@functools.lru_cache(maxsize=256)
+def _shape(
+    included: tuple[int, ...], attrs: tuple[str, ...], create: bool, marks: int, prune: int
+) -> tuple[str, str, dict[str, str]]:
+    """A row write's update expression, condition and fixed attribute names (what only depends on
+    which deltas it adds and how many marks it sets and prunes: the rows of a flush share a few)."""
+    names: dict[str, str] = {"#hwm": HWM, "#upd": UPDATED}
+    sets = ["#upd = :upd"]
+    adds: list[str] = []
+    removes: list[str] = []
+    for i, attr in zip(included, attrs, strict=True):
+        names[f"#a{i}"] = attr
+        adds.append(f"#a{i} :a{i}")
+    if create:
+        names["#pk"] = PK
+        names["#grp"] = GROUP
+        sets += ["#grp = :grp", "#hwm = :hwm"]
+        condition = "attribute_not_exists(#pk)"
+    else:
+        parts = ["attribute_exists(#hwm)"]
+        for i in range(marks):
+            sets.append(f"#hwm.#s{i} = :s{i}")
+            parts.append(f"(attribute_not_exists(#hwm.#s{i}) OR #hwm.#s{i} < :f{i})")
+        for i in range(prune):
+            removes.append(f"#hwm.#x{i}")
+            parts.append(f"(attribute_not_exists(#hwm.#x{i}) OR #hwm.#x{i} = :x{i})")
+        condition = " AND ".join(parts)
+    expression = "SET " + ", ".join(sets)
+    if adds:
+        expression += " ADD " + ", ".join(adds)
+    if removes:
+        expression += " REMOVE " + ", ".join(removes)
+    return expression, condition, names
 
 
 @functools.lru_cache(maxsize=8)
