@@ -20,9 +20,11 @@ system time of that process (best of ``--repeats``), which includes the bare
 interpreter's start; the largest cumulative entries of ``python -X importtime``
 are listed beside it.
 
-The worker package is byte-compiled first (``compileall``), as ``pip install .``
-does in the image (Dockerfile): the image's shard processes read ``.pyc`` files
-and never compile the worker's sources (``PYTHONDONTWRITEBYTECODE`` is set there).
+The worker package and amazon-kclpy (an editable install) are byte-compiled first
+(``compileall``), as the image (Dockerfile) has them: there every module a shard
+process imports is compiled at build time (``pip install .``, compileall for
+amazon-kclpy and the standard library), and ``PYTHONDONTWRITEBYTECODE`` is set, so
+a module left uncompiled would be compiled again by every shard process.
 """
 
 from __future__ import annotations
@@ -212,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
 
+    import amazon_kclpy
+
     import worker
     from worker import config
     from worker.app import build_sinks
@@ -229,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
             for path in (cfg_path, probe_cfg):
                 for sink in build_sinks(config.load(path, env={}), provision=True):
                     sink.close()
-            compileall.compile_dir(str(Path(worker.__file__).parent), quiet=1)  # as `pip install .` does
+            for package in (worker, amazon_kclpy):  # compiled as in the image (see the module docstring)
+                compileall.compile_dir(str(Path(package.__file__ or "").parent), quiet=1)
 
             first = next(iter(batches(kcl_records(work.multilang), args.batch)))
             modules = child_modules(probe_cfg, first, work.shard_id, Path(tmp) / "modules.txt")
