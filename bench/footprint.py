@@ -17,8 +17,8 @@ first batch; the modules it holds then, in the order they were first imported,
 become the import line. A fresh process running that line is checked to load
 the same set of modules (any difference is printed). Import CPU is the user +
 system time of that process (best of ``--repeats``), which includes the bare
-interpreter's start; the largest cumulative entries of ``python -X importtime``
-are listed beside it.
+interpreter's start; beside it, the packages whose modules take the most
+``python -X importtime`` self time.
 
 The worker package and amazon-kclpy (an editable install) are byte-compiled first
 (``compileall``), as the image (Dockerfile) has them: there every module a shard
