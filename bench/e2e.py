@@ -49,7 +49,7 @@ from worker.sinks.aggregates.sink import AggregatesSink
 
 TARGET_RECORDS_PER_SECOND = 3000.0
 SATURATED_SHARD = 1000.0  # records/s: one DynamoDB partition's write limit (1,000 write units/s)
-# UpdateItems the aggregates sink keeps in flight (its default; `worker kcl` does not change it)
+# Row writes (UpdateItems or transactions) the aggregates sink keeps in flight ([aggregate_writes] default)
 AGGREGATES_CONCURRENCY: int = inspect.signature(AggregatesSink).parameters["concurrency"].default
 
 # workload name -> (group_by, description)
@@ -61,6 +61,7 @@ WORKLOADS: dict[str, tuple[list[str], str]] = {
 # (column, stub operation): the calls each sink makes
 CALLS = [
     ("DDB UpdateItem", "UpdateItem"),
+    ("DDB TransactWrite", "TransactWriteItems"),
     ("DDB BatchGet", "BatchGetItem"),
     ("OS bulk", "bulk"),
     ("OS mget", "mget"),
@@ -95,6 +96,7 @@ class Result:
     batches: int = 0
     seconds: float = 0.0  # first processRecords sent -> last acknowledged
     cpu_seconds: float = 0.0  # the child's CPU over the same span
+    stub_cpu_seconds: float = 0.0  # the stub's CPU over the same span (its own process, the other core)
     shutdown_seconds: float = 0.0  # shutdownRequested -> its status (the final flush)
     rss_mib: float = 0.0  # the child's resident memory after the last batch
     checkpoints: list[str] = field(default_factory=list)  # sequence numbers the child checkpointed, in order
@@ -114,6 +116,13 @@ class Result:
 
     def per_thousand(self, op: str) -> float:
         return 1000 * self.stub.get("calls", {}).get(op, 0) / self.records if self.records else 0.0
+
+    @property
+    def rows_per_thousand(self) -> float:
+        """Aggregate rows written per 1,000 records (by UpdateItem or inside transactions)."""
+        items = self.stub.get("items", {})
+        rows = items.get("UpdateItem", 0) + items.get("TransactWriteItems", 0)
+        return 1000 * rows / self.records if self.records else 0.0
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -200,7 +209,7 @@ def run_workload(
     group_by, _ = WORKLOADS[name]
     lines = messages(work, batch)  # encoded before the clock starts: the daemon's work, not the child's
     result = Result(name)
-    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, latency_stub(latencies) as (urls, _stub):
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, latency_stub(latencies) as (urls, stub):
         base = directory or Path(tmp)
         config = write_config(base, urls, group_by)
         err_path = base / "child.stderr"
@@ -212,7 +221,7 @@ def run_workload(
                 daemon.call({**start, "subSequenceNumber": 0})
                 pid = daemon.proc.pid
                 spy = start_profiler(pid, profile / f"{name}.txt", gil=profile_gil) if profile else None
-                cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+                cpu0, stub0, t0 = cpu_seconds(pid), cpu_seconds(stub.pid), time.perf_counter()
                 for line, count, last in lines:
                     daemon.send(line)
                     daemon.until_status("processRecords")
@@ -223,6 +232,7 @@ def run_workload(
                         break
                 result.seconds = time.perf_counter() - t0
                 result.cpu_seconds = cpu_seconds(pid) - cpu0
+                result.stub_cpu_seconds = cpu_seconds(stub.pid) - stub0
                 result.rss_mib = rss_mib(pid)
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)  # py-spy writes its samples and leaves
@@ -252,7 +262,7 @@ def run_workload(
 
 def table(results: list[Result]) -> str:
     head = ["workload", "records", "records/s", "x saturated", "CPU us/rec", "RSS MiB"]
-    head += [column for column, _ in CALLS]
+    head += [column for column, _ in CALLS] + ["DDB rows"]
     rows = [
         [
             r.workload,
@@ -262,10 +272,13 @@ def table(results: list[Result]) -> str:
             f"{r.cpu_us:,.0f}",
             f"{r.rss_mib:.0f}",
             *(f"{r.per_thousand(op):,.1f}" for _, op in CALLS),
+            f"{r.rows_per_thousand:,.1f}",
         ]
         for r in results
     ]
-    rows.insert(0, ["saturated shard (baseline)", "", f"{SATURATED_SHARD:,.0f}", "1.00", "", ""] + [""] * len(CALLS))
+    rows.insert(
+        0, ["saturated shard (baseline)", "", f"{SATURATED_SHARD:,.0f}", "1.00", "", ""] + [""] * (len(CALLS) + 1)
+    )
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     fmt = [f"{h:<{widths[0]}}" if i == 0 else f"{h:>{widths[i]}}" for i, h in enumerate(head)]
     lines = ["  ".join(fmt), "  ".join("-" * w for w in widths)]
@@ -283,19 +296,20 @@ def verdict(r: Result) -> str:
 def ceilings(r: Result, lat: Latencies) -> tuple[float, float]:
     """Records/s if only the stub's service times counted, and if only the child's CPU counted.
 
-    Service time per batch, waited for in turn by the shard process (the
-    pipeline flushes one sink after the other): UpdateItems in rounds of the
-    aggregates sink's concurrency, BatchGetItems one after another, one
-    ``_mget`` and ``_bulk`` per chunk, the archive's PUTs. The CPU bound is one
+    Service time per batch: the sinks flush side by side, so a batch waits for
+    the slowest of them: the aggregates' BatchGetItems then row writes
+    (UpdateItems or transactions), each in rounds of the sink's concurrency;
+    search's ``_mget`` then ``_bulk``; the archive's PUTs. The CPU bound is one
     core (one interpreter: the GIL serialises the sinks' threads).
     """
     calls = r.stub.get("calls", {})
     n = max(r.batches, 1)
-    updates = calls.get("UpdateItem", 0) / n
-    wait_ms = math.ceil(updates / AGGREGATES_CONCURRENCY) * lat.dynamodb
-    wait_ms += calls.get("BatchGetItem", 0) / n * lat.dynamodb
-    wait_ms += calls.get("mget", 0) / n * lat.mget + calls.get("bulk", 0) / n * lat.bulk
-    wait_ms += calls.get("PutObject", 0) / n * lat.s3
+    writes = (calls.get("UpdateItem", 0) + calls.get("TransactWriteItems", 0)) / n
+    reads = calls.get("BatchGetItem", 0) / n
+    aggregates = (math.ceil(reads / AGGREGATES_CONCURRENCY) + math.ceil(writes / AGGREGATES_CONCURRENCY)) * lat.dynamodb
+    search = calls.get("mget", 0) / n * lat.mget + calls.get("bulk", 0) / n * lat.bulk
+    archive = calls.get("PutObject", 0) / n * lat.s3
+    wait_ms = max(aggregates, search, archive)
     per_batch = r.records / n
     io = per_batch / (wait_ms / 1000) if wait_ms else float("inf")
     cpu = 1e6 / r.cpu_us if r.cpu_us else float("inf")
@@ -357,18 +371,20 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: the child exited {r.exit_code}; its stderr:\n{r.stderr[-3000:]}", file=sys.stderr)
         results.append(r)
     print()
-    print("calls per 1,000 records (counted at the stub); CPU of the child process only (every thread)")
+    print("calls per 1,000 records (counted at the stub; DDB rows: aggregate rows written, alone or in")
+    print("transactions); CPU of the child process only (every thread)")
     print(table(results))
     print()
     for r in results:
         print(details(r))
     print()
-    print("ceilings (records/s) from this run's counts: service times alone (the flushes waited in turn,")
-    print(f"UpdateItems {AGGREGATES_CONCURRENCY} at a time) | the child's CPU alone (one core) | child CPU use")
+    print("ceilings (records/s) from this run's counts: service times alone (sinks flushed side by side,")
+    print(f"calls {AGGREGATES_CONCURRENCY} at a time per sink) | the child's CPU alone (one core) | child CPU use")
     for r in results:
         io, cpu = ceilings(r, lat)
         use = r.cpu_seconds / r.seconds if r.seconds else 0.0
-        print(f"  {r.workload}: {io:,.0f} | {cpu:,.0f} | {100 * use:.0f}% of a core")
+        stub = r.stub_cpu_seconds / r.seconds if r.seconds else 0.0
+        print(f"  {r.workload}: {io:,.0f} | {cpu:,.0f} | {100 * use:.0f}% of a core (the stub: {100 * stub:.0f}%)")
     print()
     print(f"baseline: saturated shard: {SATURATED_SHARD:,.0f} records/s (one DynamoDB partition's write limit)")
     for r in results:

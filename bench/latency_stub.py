@@ -25,7 +25,7 @@ What each endpoint answers:
   conditional ``If-None-Match`` always succeeds); ``GET`` of an object 404.
 
 Every call is counted by operation, with the bytes received and the items it
-carried (UpdateItem rows, BatchGetItem keys, bulk actions, mget ids, archived
+carried (UpdateItem rows, TransactWriteItems rows, BatchGetItem keys, bulk actions, mget ids, archived
 lines in a PUT's gzip body). ``GET /__stub__/counts`` on any of the three ports
 returns the counts; ``GET /__stub__/rows`` the DynamoDB rows held.
 """
@@ -33,6 +33,7 @@ returns the counts; ``GET /__stub__/rows`` the DynamoDB rows held.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import re
@@ -43,6 +44,8 @@ from collections import Counter
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import orjson
 
 __all__ = ["Stub", "main"]
 
@@ -76,7 +79,7 @@ class Stub:
 
     def dynamodb(self, target: str, body: bytes) -> Reply:
         op = target.rpartition(".")[2]
-        req = json.loads(body or b"{}")
+        req = orjson.loads(body or b"{}")
         if op == "DescribeTable":
             self.count(op, len(body))
             keys = [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
@@ -86,6 +89,13 @@ class Stub:
             time.sleep(self.latency["dynamodb"])
             row = self._update(req)
             out = {"Attributes": row} if req.get("ReturnValues") == "ALL_NEW" else {}
+        elif op == "TransactWriteItems":
+            updates = [item["Update"] for item in req["TransactItems"]]
+            self.count(op, len(body), len(updates))
+            time.sleep(self.latency["dynamodb"])
+            for update in updates:
+                self._update(update, answer=False)
+            out = {}
         elif op == "BatchGetItem":
             keys_asked = sum(len(t["Keys"]) for t in req["RequestItems"].values())
             self.count(op, len(body), keys_asked)
@@ -100,27 +110,26 @@ class Stub:
             self.count(f"unexpected {op}", len(body))
             msg = {"__type": "com.amazon.coral.validate#ValidationException", "message": f"stub: no {op}"}
             return 400, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(msg).encode()
-        return 200, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(out).encode()
+        return 200, {"Content-Type": "application/x-amz-json-1.0"}, orjson.dumps(out)
 
-    def _update(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Apply the update expression's SET / ADD / REMOVE to the row (conditions are not checked)."""
+    def _update(self, req: dict[str, Any], *, answer: bool = True) -> dict[str, Any]:
+        """Apply the update expression's SET / ADD / REMOVE to the row (conditions are not checked);
+        the row after it (a copy) when ``answer``."""
         names = req.get("ExpressionAttributeNames", {})
         values = req.get("ExpressionAttributeValues", {})
+        actions = _actions(req.get("UpdateExpression", ""))
         with self.lock:
             row = self.rows.setdefault(_row_key(req["TableName"], req["Key"]), dict(req["Key"]))
-            for verb, clause in _clauses(req.get("UpdateExpression", "")):
-                for part in clause.split(","):
-                    action = part.strip()
-                    if verb == "SET":
-                        path, _, value = action.partition("=")
-                        _put(row, [names.get(p, p) for p in path.strip().split(".")], values[value.strip()])
-                    elif verb == "ADD":
-                        path, value = action.split()
-                        old = row.get(names.get(path, path), {"N": "0"})
-                        row[names.get(path, path)] = {"N": str(Decimal(old["N"]) + Decimal(values[value]["N"]))}
-                    elif verb == "REMOVE":
-                        _put(row, [names.get(p, p) for p in action.split(".")], None)
-            return json.loads(json.dumps(row))  # a copy, outside the lock's rows
+            for verb, path, value in actions:
+                names_path = [names.get(p, p) for p in path]
+                if verb == "SET":
+                    _put(row, names_path, values[value])
+                elif verb == "ADD":
+                    old = row.get(names_path[0], {"N": "0"})
+                    row[names_path[0]] = {"N": str(Decimal(old["N"]) + Decimal(values[value]["N"]))}
+                elif verb == "REMOVE":
+                    _put(row, names_path, None)
+            return orjson.loads(orjson.dumps(row)) if answer else {}  # a copy, outside the lock's rows
 
     # -- OpenSearch ----------------------------------------------------------------------------
 
@@ -169,13 +178,27 @@ class Stub:
 
 
 def _row_key(table: str, key: dict[str, Any]) -> str:
-    return f"{table}|{json.dumps(key, sort_keys=True)}"
+    return f"{table}|{orjson.dumps(key, option=orjson.OPT_SORT_KEYS).decode()}"
 
 
-def _clauses(expression: str) -> list[tuple[str, str]]:
-    """``SET a, b ADD c REMOVE d`` -> [("SET", "a, b"), ("ADD", "c"), ("REMOVE", "d")]."""
+@functools.lru_cache(maxsize=4096)
+def _actions(expression: str) -> tuple[tuple[str, tuple[str, ...], str], ...]:
+    """``SET a.b = :v, c = :w ADD d :x REMOVE e.f`` -> (verb, path, value placeholder) per action
+    (parsed once per distinct expression: the sink's expressions repeat)."""
     pieces = re.split(r"\b(SET|ADD|REMOVE|DELETE)\b", expression)
-    return [(pieces[i], pieces[i + 1]) for i in range(1, len(pieces) - 1, 2)]
+    out = []
+    for verb, clause in ((pieces[i], pieces[i + 1]) for i in range(1, len(pieces) - 1, 2)):
+        for part in clause.split(","):
+            action = part.strip()
+            if verb == "SET":
+                path, _, value = action.partition("=")
+                out.append((verb, tuple(path.strip().split(".")), value.strip()))
+            elif verb == "ADD":
+                path, value = action.split()
+                out.append((verb, (path,), value))
+            elif verb == "REMOVE":
+                out.append((verb, tuple(action.split(".")), ""))
+    return tuple(out)
 
 
 def _put(row: dict[str, Any], path: list[str], value: Any) -> None:

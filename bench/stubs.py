@@ -28,11 +28,16 @@ class _Stub:
 
 
 class StubDynamoDB(_Stub):
-    """UpdateItem accepted (no row state returned: a fresh row); BatchGetItem finds nothing."""
+    """UpdateItem accepted (no row state returned: a fresh row); TransactWriteItems committed;
+    BatchGetItem finds nothing."""
 
     def update_item(self, **request: Any) -> dict[str, Any]:
         self._call(0)
         return {"Attributes": {}}
+
+    def transact_write_items(self, **request: Any) -> dict[str, Any]:
+        self._call(0)
+        return {}
 
     def batch_get_item(self, **request: Any) -> dict[str, Any]:
         self._call(0)

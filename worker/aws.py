@@ -61,6 +61,7 @@ DYNAMODB_RETRYABLE_CODES = frozenset(
         "ServiceUnavailableException",
         "LimitExceededException",
         "TransactionInProgressException",
+        "CRC32CheckFailed",  # an answer damaged on the way (checked by worker.sinks.aggregates.wire)
     }
 )
 

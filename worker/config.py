@@ -134,6 +134,20 @@ class AggregateSection:
 
 
 @dataclass(frozen=True)
+class AggregateWritesSection:
+    """How the aggregates sink writes its rows (one setting for every ``[[aggregates]]``)."""
+
+    concurrency: int = 8  # row writes (or transactions) in flight
+    transaction_rows: int = 100  # a flush writing at least this many rows uses TransactWriteItems; 0: never
+
+    def validate(self, prefix: str) -> None:
+        if not 1 <= self.concurrency <= 64:
+            raise ConfigError(f"{prefix}.concurrency", f"must be 1..64, got {self.concurrency}")
+        if self.transaction_rows < 0:
+            raise ConfigError(f"{prefix}.transaction_rows", f"must be >= 0 (0: never), got {self.transaction_rows}")
+
+
+@dataclass(frozen=True)
 class SearchSection:
     """The OpenSearch index kept equal to the table (see ``worker.sinks.search``)."""
 
@@ -268,6 +282,7 @@ class Config:
     pipeline: PipelineSection = field(default_factory=PipelineSection)
     deadletter: DeadLetterSection = field(default_factory=DeadLetterSection)
     aggregates: list[AggregateSection] = field(default_factory=list)
+    aggregate_writes: AggregateWritesSection = field(default_factory=AggregateWritesSection)
     search: SearchSection | None = None
     archive: ArchiveSection | None = None
     kcl: KclSection = field(default_factory=KclSection)

@@ -25,6 +25,11 @@ Durability per sink (the model of Kafka Connect, Flink and quix-streams):
 * :meth:`Pipeline.flush` flushes everything (shutdown, shard end, the end of a
   replay or a local run) and reports every position added so far.
 * :meth:`Pipeline.discard` (lease lost) forgets everything not yet reported.
+* Sinks due at the same moment flush side by side (one thread each): their
+  writes go to different services and never depend on each other, so their
+  waits overlap instead of adding up. Each flush is settled (its rejected
+  records parked, its durable point moved) in the calling thread, in sink
+  order, after all have ended; the first failure is raised then.
 
 Error actions (see :mod:`worker.errors`):
 
@@ -42,6 +47,7 @@ import bisect
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,8 +122,11 @@ class Pipeline:
         commit_interval: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         log: Any = None,
+        parallel_flush: bool = True,
     ) -> None:
         self.sinks = list(sinks)
+        self.parallel_flush = parallel_flush
+        self._pool: ThreadPoolExecutor | None = None
         self.deadletters = deadletters
         self.retry = retry or RetryPolicy()
         self.max_batch_records = max_batch_records  # a sink without a cadence is flushed every N records...
@@ -235,9 +244,9 @@ class Pipeline:
     def flush_due(self) -> None:
         """Flush the sinks whose cadence says so (size, age, or the sink's own rule)."""
         now = self.clock()
-        for state in self._sinks:
-            if state.due(now, self.max_batch_records, self.flush_interval):
-                self._flush_sink(state, everything=False)
+        due = [state for state in self._sinks if state.due(now, self.max_batch_records, self.flush_interval)]
+        if due:
+            self._flush_sinks(due, everything=False)
 
     def commit(self, *, force: bool = False) -> Position:
         """The positions every sink has made durable since the last report.
@@ -261,8 +270,7 @@ class Pipeline:
 
     def flush(self) -> Position:
         """Flush every sink, then the dead letters; return what is now safe to checkpoint."""
-        for state in self._sinks:
-            self._flush_sink(state, everything=True)
+        self._flush_sinks(self._sinks, everything=True)
         self.stats.flushes += 1
         return self.commit(force=True)
 
@@ -271,7 +279,29 @@ class Pipeline:
         now = self.clock()
         return {s.sink.name: s.oldest_age(now) for s in self._sinks}
 
-    def _flush_sink(self, state: _SinkState, *, everything: bool) -> None:
+    def _flush_sinks(self, states: Sequence[_SinkState], *, everything: bool) -> None:
+        """Flush ``states``' sinks (side by side when several), then settle each in order."""
+        if len(states) == 1 or not self.parallel_flush:
+            for state in states:
+                self._settle(state, self._run_flush(state, everything=everything))
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(len(self._sinks), thread_name_prefix="flush")
+        futures = [self._pool.submit(self._run_flush, state, everything=everything) for state in states]
+        failure: BaseException | None = None
+        for state, fut in zip(states, futures, strict=True):
+            try:
+                outcome = fut.result()
+            except BaseException as exc:  # every flush ends before the first failure surfaces
+                failure = failure or exc
+                continue
+            if failure is None:
+                self._settle(state, outcome)
+        if failure is not None:
+            raise failure
+
+    def _run_flush(self, state: _SinkState, *, everything: bool) -> tuple[Sequence[RecordError], bool]:
+        """One sink's flush with retries: what it rejected, and whether it was partial."""
         sink = state.sink
         started = self.clock()
         partial = not everything and isinstance(sink, Cadenced)
@@ -283,11 +313,19 @@ class Pipeline:
         except Exception as exc:
             raise StopProcessing(f"{sink.name}: flush failed: {exc}") from exc
         finally:
-            took = self.clock() - started
-            secs = self.stats.sink_seconds
-            secs[sink.name] = secs.get(sink.name, 0.0) + took
-            buckets = self.stats.sink_buckets.setdefault(sink.name, [0] * (len(FLUSH_BUCKETS) + 1))
-            buckets[bisect.bisect_left(FLUSH_BUCKETS, took)] += 1
+            self._time(sink.name, self.clock() - started)
+        return rejected, partial
+
+    def _time(self, name: str, took: float) -> None:
+        secs = self.stats.sink_seconds
+        secs[name] = secs.get(name, 0.0) + took
+        buckets = self.stats.sink_buckets.setdefault(name, [0] * (len(FLUSH_BUCKETS) + 1))
+        buckets[bisect.bisect_left(FLUSH_BUCKETS, took)] += 1
+
+    def _settle(self, state: _SinkState, outcome: tuple[Sequence[RecordError], bool]) -> None:
+        """After a sink's flush: park what it rejected (durably), then move its durable point."""
+        sink = state.sink
+        rejected, partial = outcome
         self.stats.sink_flushes[sink.name] += 1
         for err in rejected:
             err.sink = err.sink or sink.name
@@ -310,6 +348,9 @@ class Pipeline:
             except Exception as exc:  # closing must not mask the reason we are closing
                 self.log.warning("sink close failed", sink=sink.name, error=str(exc))
         self.deadletters.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.discard()
 
     def discard(self) -> None:

@@ -370,7 +370,8 @@ def test_a_mark_refreshed_meanwhile_is_not_pruned(cfg: Config) -> None:
     x_later = s.changes(s.records[4:6])
 
     def sink() -> AggregatesSink:
-        return AggregatesSink(real, SECTIONS, clock=lambda: now[0])
+        # b keeps planning from its cached rows (as it would within reread_seconds of reading them)
+        return AggregatesSink(real, SECTIONS, clock=lambda: now[0], reread_seconds=float("inf"))
 
     feed(first := sink(), x)
     first.flush()
@@ -472,3 +473,127 @@ def test_38_digit_group_values_differing_in_the_last_digit_are_two_groups(moto_u
         {"group": {"code": "12345678901234567890123456789012345671"}, "metrics": {"n": 1}},
         {"group": {"code": "12345678901234567890123456789012345672"}, "metrics": {"n": 2}},
     ]
+
+
+# -- transactions ----------------------------------------------------------------------------------
+
+
+def many_groups(n: int) -> Stream:
+    s = Stream()
+    for i in range(n):
+        s.put(f"o{i}", status=f"s{i}", channel="web", total=D(i) / 4, ship={"city": "Paris"})
+    return s
+
+
+class LosesTransactions:
+    """A real client whose ``transact_write_items`` commits in moto, then loses the answer on chosen calls."""
+
+    def __init__(self, real: Any, lose: set[int]) -> None:
+        self.real = real
+        self.lose = lose
+        self.transactions = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        self.transactions += 1
+        resp = self.real.transact_write_items(**kwargs)
+        if self.transactions in self.lose:
+            raise ReadTimeoutError(endpoint_url="moto")
+        return resp
+
+
+def test_a_large_flush_goes_in_transactions_and_redelivery_applies_nothing(cfg: Config) -> None:
+    real = client(cfg, "dynamodb")
+    aggregates.create(cfg, provision=True)
+    s = many_groups(250)  # 250 status rows + 1 city row: 251 rows, in 3 transactions of 84, 84 and 83
+    # One transaction at a time: moto copies a table before each transaction and restores it on a
+    # cancellation, which is not safe beside concurrent writes (DynamoDB's are; the fault schedules
+    # run the sink's parallel writers with calls into moto serialized).
+    sink = AggregatesSink(real, SECTIONS, transaction_rows=100, concurrency=1)
+    feed(sink, s.changes())
+    sink.flush()
+    assert (sink.stats.transactions, sink.stats.writes, sink.stats.conflicts) == (3, 251, 0)
+    assert sink.report() == expected(s)
+    feed(sink, s.changes())  # the same records again, into the sink that wrote them (derived states)
+    sink.flush()
+    assert (sink.stats.transactions, sink.stats.already_applied) == (3, 251)
+    fresh = AggregatesSink(
+        real, SECTIONS, transaction_rows=100, concurrency=1
+    )  # a restarted worker: reads, writes nothing
+    feed(fresh, s.changes())
+    fresh.flush()
+    assert (fresh.stats.reads, fresh.stats.writes, fresh.stats.already_applied) == (251, 0, 251)
+    assert fresh.report() == expected(s)
+
+
+def test_a_transaction_whose_answer_was_lost_is_not_applied_twice(cfg: Config) -> None:
+    real = client(cfg, "dynamodb")
+    aggregates.create(cfg, provision=True)
+    s = many_groups(30)  # 31 rows: one transaction
+    lossy = LosesTransactions(real, lose={1})
+    sink = AggregatesSink(lossy, SECTIONS, transaction_rows=10)
+    pipeline = Pipeline([sink], MemoryDeadLetters(), retry=RetryPolicy(sleep=no_sleep))
+    pipeline.process(s.raws())
+    # The retried flush plans the lost transaction's rows from the states read before it: every
+    # condition fails (cancelling the transaction), the rows are re-read and found applied.
+    stats = sink.stats
+    assert (stats.transactions, stats.conflicts, stats.already_applied, stats.writes) == (2, 31, 31, 0)
+    assert sink.report() == expected(s)
+
+
+def test_a_conflicting_row_cancels_its_transaction_and_the_others_are_written_again(cfg: Config) -> None:
+    real = client(cfg, "dynamodb")
+    aggregates.create(cfg, provision=True)
+    s = many_groups(12)
+    sink = AggregatesSink(real, SECTIONS, transaction_rows=2, concurrency=1)
+    feed(sink, s.changes(s.records[:2]))
+    sink.flush()  # o0, o1: rows s0, s1, Paris (Paris's state now derived, its mark at o1)
+    other = AggregatesSink(real, SECTIONS)  # another worker on the shard (a lease moved) applies o0..o5
+    feed(other, s.changes(s.records[:6]))
+    other.flush()
+    feed(sink, s.changes(s.records[2:]))
+    sink.flush()
+    # s2..s5 are unknown, read, found applied; Paris is planned from o2 up on a stale state: its
+    # condition fails and cancels the transaction (s6..s11 not tried); then Paris is re-read and
+    # the 7 rows are written in a second transaction.
+    stats = sink.stats
+    assert (stats.already_applied, stats.conflicts, stats.transactions, stats.writes) == (4, 1, 3, 3 + 7)
+    assert sink.report() == expected(s)
+
+
+def test_a_state_derived_from_transactions_is_read_again_after_reread_seconds(cfg: Config) -> None:
+    real = client(cfg, "dynamodb")
+    aggregates.create(cfg, provision=True)
+    now = [1_763_780_400.0]
+    s = many_groups(4)
+    sink = AggregatesSink(real, SECTIONS, clock=lambda: now[0], transaction_rows=1, reread_seconds=3600)
+    feed(sink, s.changes())
+    sink.flush()
+    assert sink.stats.reads == 5  # 4 statuses and Paris, unknown at first
+    s.update("o1", total=D(9))
+    feed(sink, s.changes(s.records[-1:]))
+    now[0] += 3599
+    sink.flush()
+    assert sink.stats.reads == 5  # within the hour: planned from the derived states
+    s.update("o1", total=D(10))
+    feed(sink, s.changes(s.records[-1:]))
+    now[0] += 2
+    sink.flush()
+    assert sink.stats.reads == 7  # s1 and Paris read again: their last read is over an hour old
+    assert sink.report() == expected(s)
+
+
+def test_reads_of_many_unknown_rows_go_in_parallel_batches(cfg: Config) -> None:
+    real = client(cfg, "dynamodb")
+    aggregates.create(cfg, provision=True)
+    s = many_groups(250)
+    first = AggregatesSink(real, SECTIONS, transaction_rows=0)  # 251 single UpdateItems, 8 at a time
+    feed(first, s.changes())
+    first.flush()
+    restarted = AggregatesSink(real, SECTIONS, transaction_rows=0)
+    feed(restarted, s.changes())
+    restarted.flush()  # 251 rows read in 3 BatchGetItems side by side: every one found applied
+    assert (restarted.stats.reads, restarted.stats.already_applied, restarted.stats.writes) == (251, 251, 0)
+    assert restarted.report() == expected(s)

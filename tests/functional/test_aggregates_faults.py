@@ -57,6 +57,7 @@ from worker.shapes import build
 from worker.sinks.aggregates.sink import AggregatesSink, report_rows
 from worker.sinks.aggregates.spec import compile_aggregate, recompute
 from worker.sinks.aggregates.store import COUNT, ensure_table, query_rows
+from worker.sinks.aggregates.wire import wire_client
 from worker.testing import MemoryDeadLetters
 
 SCHEDULES = int(os.environ.get("AGGREGATES_SCHEDULES", "1000"))
@@ -233,6 +234,17 @@ def throttled(name: str, code: str, retry_after: str | None) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": "slow down"}, "ResponseMetadata": meta}, name)
 
 
+def cancelled(actions: int, f: Faults) -> ClientError:
+    """A cancelled transaction as DynamoDB reports it: one reason per action, ``None`` for the innocent."""
+    with f.lock:
+        culprit = f.rng.randrange(actions)
+        code = f.rng.choice(["TransactionConflict", "ThrottlingError"])
+    reasons = [{"Code": code if i == culprit else "None"} for i in range(actions)]
+    error = {"Code": "TransactionCanceledException", "Message": f"Transaction cancelled [{code}]"}
+    meta = {"HTTPStatusCode": 400, "HTTPHeaders": {}}
+    return ClientError({"Error": error, "CancellationReasons": reasons, "ResponseMetadata": meta}, "TransactWriteItems")  # type: ignore[typeddict-unknown-key]
+
+
 class FaultyClient:
     """A real boto3 client (to moto) wrapped to crash, throttle, hang, fail to connect and
     lose responses on cue; thread-safe (the sink writes rows from a pool)."""
@@ -268,15 +280,25 @@ class FaultyClient:
                 raise throttled(name, "ThrottlingException", "3")
             if f.chance(f.throttle):
                 f.count("throttled")
-                if name == "update_item":  # one row of a parallel flush fails, the others go on
+                if name in ("update_item", "transact_write_items"):  # one write of a parallel flush fails
                     f.count("failed parallel writes")
                 raise throttled(name, "ProvisionedThroughputExceededException", None)
+            if name == "transact_write_items" and f.chance(f.throttle):
+                f.count("injected cancellations")  # DynamoDB's: another write held a row, or one was throttled
+                raise cancelled(len(kwargs["TransactItems"]), f)
             if f.chance(f.hang / 2):
                 f.count("hung")
                 f.sim.advance(READ_TIMEOUT)
                 raise ReadTimeoutError(endpoint_url="http://moto")
             with f.emulator:
-                resp = fn(**kwargs)
+                try:
+                    resp = fn(**kwargs)
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                        f.count("cancelled transactions")  # moto's: a row's condition failed
+                    raise
+            if name == "transact_write_items":
+                f.count("transactions")
             if crash:
                 raise Crash(f"after {name}")
             if f.chance(f.hang / 2):
@@ -306,7 +328,11 @@ class Schedule:
         self.seed = seed
         self.rng = random.Random(seed)
         self.real = real
-        self.aggregates = [replace(t, name=f"s{seed}_{t.name}") for t in TEMPLATES]
+        # Tables of its own: moto copies every table a transaction touches (to undo a cancelled
+        # one), so tables shared by a whole chunk of schedules would make each call slower.
+        self.aggregates = [replace(t, name=f"s{seed}_{t.name}", table=f"{t.table}{seed}") for t in TEMPLATES]
+        for table in sorted({a.table for a in self.aggregates}):
+            ensure_table(real, table, create=True)
         self.source = Source(self.rng, lanes=self.rng.choice([1, 2]))
         for _ in range(self.rng.randint(6, 24)):
             self.source.step()
@@ -325,8 +351,10 @@ class Schedule:
         faults = Faults(self.rng, self.sim, self.counts, throttle=0.03, lost=0.03, hang=0.01, emulator=self.emulator)
         if not zombie:
             faults.hook, faults.hook_rate = self.zombie_step, 0.2
-        c = FaultyClient(self.real, faults)
-        sink = AggregatesSink(c, self.aggregates, concurrency=CONCURRENCY, log=QUIET)
+        c = FaultyClient(wire_client(self.real), faults)  # the production client: its lean calls
+        # Single UpdateItems (these flushes write fewer than 100 rows), or transactions from 1 or 2 rows.
+        rows = self.rng.choice([100, 1, 2])
+        sink = AggregatesSink(c, self.aggregates, concurrency=CONCURRENCY, transaction_rows=rows, log=QUIET)
         dead = MemoryDeadLetters()
         retry = RetryPolicy(sleep=self.sim.sleep, clock=self.sim, rng=random.Random(self.rng.random()))
         w = Worker(shard, position, c, Pipeline([sink], dead, retry=retry, log=QUIET))
@@ -459,10 +487,7 @@ class Schedule:
 @pytest.fixture
 def dynamodb(moto_url: str) -> Iterator[Any]:
     cfg = Config(aws=AwsSection(endpoint_url=moto_url))
-    real = client(cfg, "dynamodb")
-    for table in sorted({t.table for t in TEMPLATES}):
-        ensure_table(real, table, create=True)
-    yield real
+    yield client(cfg, "dynamodb")
 
 
 @pytest.mark.slow
@@ -484,7 +509,7 @@ def test_random_schedules_end_equal_to_the_recomputation(dynamodb: Any, chunk: i
     if len(schedules) >= 100:  # they exercised what they claim to (a broken generator must not pass quietly)
         assert stats["zombies"] > 0 and stats["parked"] > 0 and stats["shards"] > len(schedules), stats
         kinds = ("outages", "budget stops", "storms", "storm calls", "hung", "throttled", "lost", "outage calls")
-        kinds += ("failed parallel writes",)
+        kinds += ("failed parallel writes", "transactions", "cancelled transactions", "injected cancellations")
         assert all(faults.get(k, 0) > 0 for k in kinds), faults
 
 

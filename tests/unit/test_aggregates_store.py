@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from worker.aws import classify_dynamodb
 from worker.canonical import seq_text
 from worker.errors import Action, FatalError, RetryableError
-from worker.sinks.aggregates.store import RowState, RowWrite, hwm_entry, parse_entry, state_of
+from worker.sinks.aggregates.store import Outcome, RowState, RowWrite, hwm_entry, parse_entry, state_of, transact
 
 SEQS = [10**20 + 1, 10**20 + 9, 10**21, 49999999999999999999999999999999999999, 10**40 - 1]
 
@@ -119,3 +119,84 @@ def test_access_denied_stops_in_one_line_in_dynamodb_and_in_a_403_shape() -> Non
         assert type(err) is FatalError
         text = str(err)
         assert text.startswith("UpdateItem Stats: access denied (check the IAM policy): ") and "\n" not in text
+
+
+# -- transactions ---------------------------------------------------------------------------------
+
+
+class Answers:
+    """A stand-in for the DynamoDB client's ``transact_write_items``: records the call, raises a given error."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.calls: list[dict[str, Any]] = []
+
+    def transact_write_items(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        if self.error is not None:
+            raise self.error
+        return {}
+
+
+def cancelled(*codes: str) -> ClientError:
+    response: Any = {
+        "Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+        "CancellationReasons": [{"Code": c, "Message": f"{c} message"} for c in codes],
+        "ResponseMetadata": {"HTTPStatusCode": 400},
+    }
+    return ClientError(response, "TransactWriteItems")
+
+
+def rows(n: int) -> list[RowWrite]:
+    return [RowWrite("T", "agg", f"[{i}]", {"k": i}, [("count", D(1))], {"s1": (5, 9)}, i % 2 == 0) for i in range(n)]
+
+
+def test_a_transaction_carries_each_rows_update_with_its_own_condition() -> None:
+    ddb = Answers()
+    written = rows(3)
+    assert transact(ddb, written, now=1000) == [Outcome.APPLIED] * 3  # type: ignore[arg-type]
+    (call,) = ddb.calls
+    for action, row in zip(call["TransactItems"], written, strict=True):
+        single = row.request(now=1000)
+        assert single.pop("ReturnValues") == "ALL_NEW"
+        assert action == {"Update": single}  # the same update and condition as the single UpdateItem
+
+
+def test_a_cancelled_transaction_gives_each_row_its_outcome() -> None:
+    ddb = Answers(cancelled("None", "ConditionalCheckFailed", "TransactionConflict", "None"))
+    got = transact(ddb, rows(4), now=1000)  # type: ignore[arg-type]
+    assert got == [Outcome.NOT_TRIED, Outcome.CONFLICT, Outcome.CONFLICT, Outcome.NOT_TRIED]
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "text"),
+    [
+        (cancelled("None", "ThrottlingError"), RetryableError, "T agg [1]: ThrottlingError"),
+        (cancelled("ValidationError", "None"), FatalError, "T agg [0]: ValidationError: ValidationError message"),
+        (cancelled("None"), RetryableError, "cancelled with 1 reasons for 2 rows"),
+        (cancelled("Whatever", "None"), RetryableError, "cancelled: Whatever"),
+        (client_error("ProvisionedThroughputExceededException"), RetryableError, "TransactWriteItems (2 rows"),
+        (client_error("ResourceNotFoundException"), FatalError, "first T agg [0]"),
+        (ReadTimeoutError(endpoint_url="http://x"), RetryableError, "TransactWriteItems (2 rows"),
+    ],
+)
+def test_transaction_failures_map_to_one_action(error: Exception, kind: type, text: str) -> None:
+    with pytest.raises(kind) as info:
+        transact(Answers(error), rows(2), now=1000)  # type: ignore[arg-type]
+    assert text in str(info.value)
+    assert info.value.__cause__ is error
+
+
+def test_state_after_a_write_is_the_read_state_plus_the_write() -> None:
+    state = RowState(True, {"s1": hwm_entry(3, 10), "old": "x@1", "s2": hwm_entry(7, 10)}, {"count": D(4)}, 99.0)
+    row = RowWrite(
+        "T", "agg", "[1]", {}, [("count", D(-1)), ("rev", D("2.5"))], {"s1": (4, 6)}, False, [("old", "x@1")]
+    )
+    after = state.after(row, now=2000)
+    assert after.hwm == {"s1": hwm_entry(6, 2000), "s2": hwm_entry(7, 10)}  # marked, pruned, others kept
+    assert after.totals == {"count": D(3), "rev": D("2.5")}
+    assert after.exists and after.read_at == 99.0  # derived, not read: it ages from the last read
+    new = RowWrite("T", "agg", "[2]", {}, [("count", D(1))], {"s1": (4, 4)}, True)
+    assert RowState(False, read_at=5.0).after(new, now=2000) == RowState(
+        True, {"s1": hwm_entry(4, 2000)}, {"count": D(1)}, 5.0
+    )

@@ -131,3 +131,45 @@ def test_large_batches_flush_every_max_batch_records():
     p.add(batch(5))
     assert sink.flushes == 2 and len(sink.flushed) == 4
     assert p.flush().sequences == {"shardId-1": str(10**20 + 5)}
+
+
+def test_sinks_due_together_flush_side_by_side():
+    import threading
+
+    both = threading.Barrier(2, timeout=10)  # passed only if the two flushes run at the same time
+
+    def meet(_):
+        both.wait()
+
+    a, b = MemorySink("a", fail=meet), MemorySink("b", fail=meet)
+    p, _ = pipeline(a, b, attempts=1)
+    pos = p.process(batch(3))
+    assert len(a.flushed) == len(b.flushed) == 3 and pos.sequences == {"shardId-1": str(10**20 + 3)}
+    p.close()
+
+
+def test_one_flush_sequentially_when_parallel_flush_is_off():
+    import threading
+
+    both = threading.Barrier(2, timeout=0.5)
+
+    def meet(_):
+        both.wait()
+
+    a, b = MemorySink("a", fail=meet), MemorySink("b", fail=meet)
+    p = Pipeline([a, b], MemoryDeadLetters(), retry=RetryPolicy(attempts=1, sleep=no_sleep), parallel_flush=False)
+    with pytest.raises(StopProcessing, match="a: flush failed"):  # alone at the barrier: it breaks
+        p.process(batch(1))
+
+
+def test_a_failing_flush_lets_the_others_finish_and_reports_no_position():
+    def down(_):
+        raise FatalError("table gone")
+
+    a, b = MemorySink("a", fail=down), MemorySink("b")
+    p, _ = pipeline(a, b)
+    with pytest.raises(StopProcessing, match="a: flush failed: table gone"):
+        p.process(batch(2))
+    assert len(b.flushed) == 2  # b's flush ran to its end beside a's failure
+    assert p.commit(force=True).sequences == {}  # a holds nothing durable: nothing may be checkpointed
+    p.close()

@@ -1,131 +1,7 @@
-"""Aggregates sink: counts and sums per group in DynamoDB tables, with an exactly-once effect.
+"""The aggregates sink: buffers deltas per row and record, writes conditional row updates.
 
-Cadence and freshness: the pipeline flushes this sink every ``[pipeline]
-max_batch_records`` records or when its oldest unflushed record is
-``flush_interval`` seconds old, so a change reaches its rows at worst
-``flush_interval`` plus one flush after it arrived. A flush may happen long
-before the checkpoint passes its records (the checkpoint waits for the slowest
-sink): after a crash those records come again and the per-shard marks on each
-row make the second application a no-op, whatever the batch boundaries.
-
-Configuration (one sink serves every ``[[aggregates]]`` entry)::
-
-    [[aggregates]]
-    name = "orders_by_status"          # the rows' partition key
-    table = "OrderStats"               # target table (several aggregates may share one)
-    group_by = ["status", "ship.city"] # attribute paths, nested allowed
-    where = { channel = "web", coupon = { exists = true } }   # optional; also { in = [...] }
-    metrics = { orders = "count", revenue = "sum(total)" }
-    missing_group = "skip"             # or "null": items lacking a group attribute
-
-What an item contributes (filter, group, missing groups, non-numeric values,
-exact decimals) is defined in :mod:`worker.sinks.aggregates.spec`.
-
-Target table layout
--------------------
-Key: ``pk`` (S, HASH) = the aggregate's name; ``sk`` (S, RANGE) = the group as a
-JSON array of its values in ``group_by`` order (``["paid","Paris"]``; numbers
-canonical, no trailing zeros: ``[12.5]``; a missing group under ``"null"`` is
-``[null]``). Attributes:
-
-==============  ====  =============================================================
-``group``       M     path -> value (``{"status": "paid", "ship.city": "Paris"}``)
-``count``       N     items currently in the group
-*metric name*   N     one per metric: a count metric equals ``count``; a sum is exact
-``hwm``         M     shard id -> ``"<40-digit sequence>@<epoch s>"``: bookkeeping
-``updated_at``  S     ISO-8601 UTC time of the last write
-==============  ====  =============================================================
-
-Query one aggregate with ``pk = :name``; averages are ``sum / count``. A group
-that empties keeps its row with ``count`` 0 and every sum 0 (its marks must
-outlive it, see below); ``report()`` and readers should skip such rows.
-Provisioning creates tables as ``PAY_PER_REQUEST``; production tables must have
-that key schema (checked at start). Metrics added to an existing aggregate only
-see changes from then on: rebuild (a fresh table, replay) to backfill.
-
-Exactly-once effect: per-row, per-shard high-water marks
---------------------------------------------------------
-Each change gives a delta per touched row: minus the old image's contribution,
-plus the new image's (INSERT: +new; REMOVE and TTL expiry: -old; MODIFY: both;
-a no-op nothing; a change leaving a row's contribution equal gives no delta).
-Deltas are buffered per (aggregate, group) **and per record** (shard, sequence).
-At ``flush()`` each touched row gets one ``UpdateItem`` that ``ADD``\\s the sum
-of the deltas of the records *above the row's mark* for their shard, sets
-``hwm[shard]`` to the highest such sequence, and is conditional on
-``attribute_not_exists(hwm[shard]) OR hwm[shard] < first``, ``first`` being the
-lowest sequence in the write (marks are 40-digit zero-padded text, so string
-order is sequence order; no 64-bit overflow). A new row is created under
-``attribute_not_exists(pk)``.
-
-Why this is exact. Invariant: *for every row and shard, the records of that
-shard applied to the row are exactly those touching it with a sequence at or
-below ``hwm[shard]``.* A write keeps it: it applies every buffered record of
-the shard above the mark the sink knows, and the buffer holds every record of
-the shard between the worker's checkpoint and the write (a shard is processed
-in order from a checkpoint, and the checkpoint only moves after a successful
-flush, so records at or below it were already applied by someone, hence lie
-at or below the mark). If the real mark moved since the sink read it (another
-worker, a crash-and-restart) the write is still exact when the condition
-holds (the other writer applied only records below ``first``, none of ours);
-when it fails the sink re-reads the row and recomputes the suffix above the
-new mark, which is empty when everything was applied: the failure then means
-"already applied" and is success. Consequences:
-
-* redelivery with other batch boundaries: records at or below the mark are
-  skipped, per row, so a row that applied a prefix of a flush gets the rest;
-* a crash anywhere (between two row writes, between the writes and the
-  checkpoint): rows are independent, each is applied exactly once by whichever
-  attempt gets there first, and nothing is acknowledged before ``flush()``
-  returned (the pipeline's contract). A TransactWriteItems over all rows is
-  therefore unnecessary: it would double the write cost, cap a flush at 100
-  rows / 4 MB, and make every row conflict when any does;
-* two workers on one shard: their conditional writes serialise per row; the
-  loser re-reads and applies only what is left (usually nothing).
-
-Deltas commute, so shards may interleave in any order (a child shard before its
-parent) and the totals still end at the recomputation from the final items.
-
-Cost per record. One ``UpdateItem`` per touched row per flush, whatever the
-number of records: a record touches at most two rows per aggregate (its old and
-new group), and coalescing makes hot groups cost one write per flush (see
-``bench/aggregates.py``). A write consumes ``ceil(item size / 1 KB)`` WCU; a row
-is about 150 B plus ~90 B per mark. Reads are only needed for rows the sink has
-not seen (one strongly consistent BatchGetItem per 100 rows, then cached from
-each write's ``ALL_NEW`` response) and after a failed condition (which costs 1
-WCU). No transactions (they cost double).
-
-Bounded bookkeeping. DynamoDB Streams keeps records 24 h and rolls shards every
-few hours, so marks of old shards accumulate. Every write to a row also
-``REMOVE``\\s marks written more than ``keep_seconds`` ago (default 30 h: 24 h
-retention + 6 h margin): all records such a mark covers were created before
-that write, hence have left the stream and can never be redelivered. The
-removal is conditional on the mark being still as read (a cached mark may have
-been rewritten meanwhile by a shard that lives longer than usual). A row
-therefore holds one mark per shard that wrote it within the last 30 h (about
-8 generations per concurrently open shard), plus the pseudo-shard below.
-Assumption (as KCL's leases): no write is delayed by more than the margin
-after its records left the stream (a process frozen for 6 h while holding a
-stale batch). Replays of archives older than the retention must go to fresh
-tables: their shards' marks may already be pruned.
-
-Records without a shard id (fixture files) use the pseudo-shard
-:data:`LOCAL_SHARD` with their own sequence numbers: feed them in stream order.
-Its mark is never pruned (one entry per row at most). A replayed dead letter
-(:attr:`~worker.diff.Change.replayed`: only the sinks that parked it see it)
-is applied under a pseudo-shard of its own, ``replay:<shard>/<sequence>``: its
-real shard's mark has passed it (the records after it were applied), and its
-own mark makes a second replay a no-op. Those marks are pruned like a shard's
-(after ``keep_seconds``): replaying the same dead letter again after that
-would count it twice.
-
-Failures: throttling, 5xx and connection errors raise ``RetryableError`` (the
-pipeline retries ``flush()`` with backoff and jitter; rows written before the
-error are done and leave the buffer, the rest stay); a missing table, a
-validation error or a total beyond 38 significant digits stops the worker. A
-non-numeric value under a summed attribute adds 0 (the documented rule) and the
-record is parked from :meth:`AggregatesSink.add` with the field at fault (so is
-one whose group is too long for a sort key: it counts nowhere). Known gap of
-the emulator: moto adds numbers with 28 significant digits, DynamoDB with 38.
+The mechanism, the table layout and the exactly-once argument are in the
+package's docstring, :mod:`worker.sinks.aggregates`.
 """
 
 from __future__ import annotations
@@ -134,7 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -154,7 +30,10 @@ from worker.sinks.aggregates.spec import (
     recompute,
 )
 from worker.sinks.aggregates.store import (
+    BATCH_GET_MAX,
     COUNT,
+    TRANSACTION_MAX_ROWS,
+    Outcome,
     RowId,
     RowState,
     RowWrite,
@@ -162,6 +41,7 @@ from worker.sinks.aggregates.store import (
     query_rows,
     read_states,
     report_rows,
+    transact,
     write,
 )
 from worker.sinks.aggregates.values import Vector, add_vectors
@@ -178,6 +58,7 @@ LOCAL_SHARD = "local"  # the pseudo-shard of records without a shard id
 REPLAY_SHARD_PREFIX = "replay:"  # + shard/sequence: the pseudo-shard of one replayed dead letter
 HWM_MARGIN_SECONDS = 6 * 3600.0
 KEEP_SECONDS = STREAM_RETENTION_SECONDS + HWM_MARGIN_SECONDS
+REREAD_SECONDS = 3600.0  # a row state only derived locally (after transactions) is read again after this
 
 RecordId = tuple[str, int]  # (shard, sequence)
 RowKey = tuple[int, str]  # (aggregate index, sort key)
@@ -194,17 +75,22 @@ class PendingRow:
 
 @dataclass
 class AggregateStats:
-    writes: int = 0  # successful UpdateItem calls
+    writes: int = 0  # rows written (UpdateItem calls, or rows of committed transactions)
+    transactions: int = 0  # TransactWriteItems calls
     conflicts: int = 0  # failed conditions (re-read and recomputed)
     reads: int = 0  # rows read (BatchGetItem keys)
     already_applied: int = 0  # rows whose buffered records were all at or below the mark
 
 
 class AggregatesSink:
-    """The sink (see the module docstring for the mechanism and the table layout).
+    """The sink (see the package docstring for the mechanism and the table layout).
 
-    ``client`` is a boto3 DynamoDB client (thread-safe; ``concurrency`` rows are
-    written in parallel, 1 writes in order). ``clock`` gives epoch seconds.
+    ``client`` is a boto3 DynamoDB client, or :func:`~worker.sinks.aggregates.wire.wire_client`
+    of one (production); thread-safe: ``concurrency`` row writes or transactions
+    are in flight at once, 1 writes in order. ``transaction_rows``: see the package
+    docstring. ``clock`` gives epoch seconds. ``cache_rows`` bounds the rows whose
+    marks are remembered between flushes (about 1 KB each; least recently used
+    first out, a row then costs a read when it comes back).
     """
 
     name = SINK_NAME
@@ -217,8 +103,10 @@ class AggregatesSink:
         clock: Callable[[], float] = time.time,
         keep_seconds: float = KEEP_SECONDS,
         concurrency: int = 8,
+        transaction_rows: int = 100,
+        reread_seconds: float = REREAD_SECONDS,
         max_rounds: int = 6,
-        cache_rows: int = 100_000,
+        cache_rows: int = 20_000,
         log: Any = None,
     ) -> None:
         self.client = client
@@ -229,6 +117,8 @@ class AggregatesSink:
         self.clock = clock
         self.keep_seconds = keep_seconds
         self.concurrency = max(1, concurrency)
+        self.transaction_rows = transaction_rows
+        self.reread_seconds = reread_seconds
         self.max_rounds = max_rounds
         self.cache_rows = cache_rows
         self.log = log or structlog.get_logger("worker.sinks.aggregates")
@@ -304,11 +194,12 @@ class AggregatesSink:
         for _ in range(self.max_rounds):
             if not pending:
                 break
-            unknown = [self._row_id(k) for k in pending if self._row_id(k) not in self._states]
+            now = self.clock()
+            unknown = [rid for rid in map(self._row_id, pending) if not self._known(rid, now)]
             if unknown:
                 self.stats.reads += len(unknown)
-                for rid, state in read_states(self.client, unknown).items():
-                    self._remember(rid, state)
+                for rid, state in self._read(unknown).items():
+                    self._remember(rid, replace(state, read_at=now))
             refused += self._refuse_overflows(pending)
             pending = self._apply(pending)
         if pending:
@@ -369,6 +260,41 @@ class AggregatesSink:
         agg = self.aggregates[key[0]]
         return (agg.table, agg.name, key[1])
 
+    def _read(self, rows: list[RowId]) -> dict[RowId, RowState]:
+        """Strongly consistent states of ``rows``: BatchGetItems of 100 keys, ``concurrency`` at a time."""
+        chunks = [rows[i : i + BATCH_GET_MAX] for i in range(0, len(rows), BATCH_GET_MAX)]
+        if self.concurrency == 1 or len(chunks) == 1:
+            return read_states(self.client, rows)
+        out: dict[RowId, RowState] = {}
+        for states in self._all(read_states, [(self.client, chunk) for chunk in chunks]):
+            out.update(states)
+        return out
+
+    def _all(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[Any]:
+        """``fn`` on every argument tuple in the pool; every call ends before the first error is raised."""
+        futures = [self._executor().submit(fn, *args) for args in calls]
+        results: list[Any] = []
+        failure: BaseException | None = None
+        for fut in futures:
+            try:
+                results.append(fut.result())
+            except BaseException as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return results
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="aggregates")
+        return self._pool
+
+    def _known(self, rid: RowId, now: float) -> bool:
+        """Whether the cached state may plan a write: cached, and read from DynamoDB within
+        ``reread_seconds`` (states derived after transactions age; see the module docstring)."""
+        state = self._states.get(rid)
+        return state is not None and now - state.read_at <= self.reread_seconds
+
     def _remember(self, rid: RowId, state: RowState) -> None:
         self._states[rid] = state
         self._states.move_to_end(rid)
@@ -380,17 +306,21 @@ class AggregatesSink:
         row = self._rows[key]
         state = self._states[self._row_id(key)]
         agg = row.aggregate
-        total = agg.zero()
         marks: dict[str, tuple[int, int]] = {}
-        for (shard, seq), delta in row.entries.items():
-            applied = state.applied(shard)
-            if applied is not None and seq <= applied:
-                continue
-            total = add_vectors(total, delta)
-            first, last = marks.get(shard, (seq, seq))
-            marks[shard] = (min(first, seq), max(last, seq))
-        if not marks:
-            return None
+        if len(row.entries) == 1 and not state.exists:  # the common case of a new group: one record, no marks
+            ((shard, seq), total), *_ = row.entries.items()
+            marks[shard] = (seq, seq)
+        else:
+            total = agg.zero()
+            for (shard, seq), delta in row.entries.items():
+                applied = state.applied(shard)
+                if applied is not None and seq <= applied:
+                    continue
+                total = add_vectors(total, delta)
+                first, last = marks.get(shard, (seq, seq))
+                marks[shard] = (min(first, seq), max(last, seq))
+            if not marks:
+                return None
         adds: list[tuple[str, Decimal]] = [(COUNT, total[0])]
         sums = iter(total[1:])
         for m in agg.metrics:
@@ -415,13 +345,13 @@ class AggregatesSink:
         )
 
     def _apply(self, keys: list[RowKey]) -> list[RowKey]:
-        """Write every row that needs it; the rows whose condition failed (to re-read)."""
+        """Write every row that needs it; the rows to plan again (re-read first when contended)."""
         now = self.clock()
         plans: list[tuple[RowKey, RowWrite]] = []
-        conflicts: list[RowKey] = []
+        again: list[RowKey] = []
         for key in keys:
             if self._row_id(key) not in self._states:  # evicted by a flush larger than the cache
-                conflicts.append(key)
+                again.append(key)
                 continue
             plan = self._plan(key, now)
             if plan is None:
@@ -429,37 +359,66 @@ class AggregatesSink:
                 del self._rows[key]
             else:
                 plans.append((key, plan))
+        if not plans:
+            return again
+        if self.transaction_rows and len(plans) >= self.transaction_rows:
+            n = -(-len(plans) // TRANSACTION_MAX_ROWS)  # as few transactions as the limit allows, of equal size
+            chunks = [plans[i::n] for i in range(n)]
+            self.stats.transactions += n
+            self._run(chunks, lambda chunk: transact(self.client, [p for _, p in chunk], now), again, now)
+        else:
+            single = [[item] for item in plans]
+            self._run(single, lambda one: [_as_outcome(write(self.client, one[0][1], now))], again, now)
+        return again
 
-        def settle(key: RowKey, state: RowState | None) -> None:
-            rid = self._row_id(key)
-            if state is None:  # someone moved the mark (or created the row) first: re-read
-                self.stats.conflicts += 1
-                self._states.pop(rid, None)
-                conflicts.append(key)
-                self.log.debug("aggregate row contended", table=rid[0], aggregate=rid[1], group=rid[2])
-                return
-            self.stats.writes += 1
-            self._remember(rid, state)
-            del self._rows[key]
+    def _run(
+        self,
+        chunks: list[list[tuple[RowKey, RowWrite]]],
+        call: Callable[[list[tuple[RowKey, RowWrite]]], Sequence[Outcome | RowState]],
+        again: list[RowKey],
+        now: float,
+    ) -> None:
+        """Run ``call`` on every chunk (``concurrency`` at a time) and settle each row by its outcome;
+        every call settles before the first error surfaces (rows written stay written)."""
 
-        if self.concurrency == 1 or len(plans) <= 1:
-            for key, plan in plans:
-                settle(key, write(self.client, plan, now))
-            return conflicts
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="aggregates")
-        futures = [(key, self._pool.submit(write, self.client, plan, now)) for key, plan in plans]
+        def settle(chunk: list[tuple[RowKey, RowWrite]], outcomes: Sequence[Outcome | RowState]) -> None:
+            for (key, plan), outcome in zip(chunk, outcomes, strict=True):
+                rid = self._row_id(key)
+                if outcome is Outcome.NOT_TRIED:
+                    again.append(key)
+                elif outcome is Outcome.CONFLICT:  # someone moved the mark (or created the row) first
+                    self.stats.conflicts += 1
+                    self._states.pop(rid, None)
+                    again.append(key)
+                    self.log.debug("aggregate row contended", table=rid[0], aggregate=rid[1], group=rid[2])
+                else:
+                    self.stats.writes += 1
+                    if isinstance(outcome, RowState):  # ALL_NEW: DynamoDB's own view of the row
+                        self._remember(rid, replace(outcome, read_at=now))
+                    elif (base := self._states.get(rid)) is not None:  # a transaction's: derived
+                        self._remember(rid, base.after(plan, now))
+                    del self._rows[key]
+
+        if self.concurrency == 1 or len(chunks) <= 1:
+            for chunk in chunks:
+                settle(chunk, call(chunk))
+            return
+        futures = [(chunk, self._executor().submit(call, chunk)) for chunk in chunks]
         failure: BaseException | None = None
-        for key, fut in futures:
+        for chunk, fut in futures:
             try:
-                state = fut.result()
-            except BaseException as exc:  # every write settles before the first error surfaces
+                outcomes = fut.result()
+            except BaseException as exc:
                 failure = failure or exc
                 continue
-            settle(key, state)
+            settle(chunk, outcomes)
         if failure is not None:
             raise failure
-        return conflicts
+
+
+def _as_outcome(state: RowState | None) -> Outcome | RowState:
+    """A single ``UpdateItem``'s result as a row outcome: its new state, or a conflict."""
+    return Outcome.CONFLICT if state is None else state
 
 
 def _overflowing(row: PendingRow, state: RowState) -> list[tuple[RecordId, str]]:
@@ -496,9 +455,14 @@ def _overflow_reason(names: list[str], stored: list[Decimal], candidate: Vector)
 def create(cfg: Config, *, provision: bool = False) -> AggregatesSink:
     """The sink for every ``[[aggregates]]``; checks (or, with ``provision``, creates) the tables."""
     from worker.aws import client
+    from worker.sinks.aggregates.wire import wire_client
 
     ddb = client(cfg, "dynamodb")
-    sink = AggregatesSink(ddb, cfg.aggregates)
+    writes = cfg.aggregate_writes
+    lean = wire_client(ddb)
+    sink = AggregatesSink(
+        lean, cfg.aggregates, concurrency=writes.concurrency, transaction_rows=writes.transaction_rows
+    )
     for table in sorted({a.table for a in sink.aggregates}):
         ensure_table(ddb, table, create=provision)
     return sink

@@ -2,15 +2,18 @@
 
 The layout and the reasoning behind the conditions are documented in
 :mod:`worker.sinks.aggregates`; this module turns one planned row write into
-one ``UpdateItem`` and maps every failure to one action (retry, stop).
+one ``UpdateItem`` (or one action of a ``TransactWriteItems``) and maps every
+failure to one action (retry, stop).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -27,8 +30,14 @@ if TYPE_CHECKING:
 
 PK, SK, GROUP, COUNT, HWM, UPDATED = "pk", "sk", "group", "count", "hwm", "updated_at"
 BATCH_GET_MAX = 100
+TRANSACTION_MAX_ROWS = 100  # DynamoDB's limit of actions per TransactWriteItems
 
 CONDITION_FAILED = "ConditionalCheckFailedException"
+CANCELLED = "TransactionCanceledException"
+# Cancellation reasons (one per action of a cancelled transaction) and what each means for its row.
+_REASON_NOT_TRIED = "None"  # cancelled because of another row: write it again as planned
+_REASON_CONFLICT = frozenset({"ConditionalCheckFailed", "TransactionConflict"})  # re-read, then plan again
+_REASON_THROTTLED = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"})
 
 RowId = tuple[str, str, str]  # (table, pk, sk)
 
@@ -49,11 +58,19 @@ def parse_entry(entry: str) -> tuple[int, float]:
 
 @dataclass(frozen=True)
 class RowState:
-    """What the sink knows of one row: whether it exists and its high-water marks."""
+    """What the sink knows of one row: whether it exists and its high-water marks.
+
+    ``read_at`` is when this knowledge last came from DynamoDB itself (a read,
+    or an ``UpdateItem``'s ``ALL_NEW``); a state derived locally after a
+    transaction (:meth:`after`) keeps it, so the sink can re-read rows it has
+    only derived for a long time (marks other writers added meanwhile are then
+    seen, and pruned in time).
+    """
 
     exists: bool
     hwm: Mapping[str, str] = field(default_factory=dict)  # shard -> hwm_entry
     totals: Mapping[str, Decimal] = field(default_factory=dict)  # count and metric attributes, as read
+    read_at: float = 0.0
 
     def applied(self, shard: str) -> int | None:
         """The last sequence of ``shard`` applied to this row (``None``: none known)."""
@@ -64,6 +81,23 @@ class RowState:
         """Marks (shard, entry) last written more than ``keep_seconds`` ago: prunable."""
         kept = set(keep)
         return sorted((s, e) for s, e in self.hwm.items() if s not in kept and parse_entry(e)[1] < now - keep_seconds)
+
+    def after(self, row: RowWrite, now: float) -> RowState:
+        """The row as ``row`` (planned from this state) left it, as far as this writer knows.
+
+        Exact for the marks ``row`` wrote and pruned; other shards' marks and the
+        totals are as read plus this write's deltas (another writer may have added
+        to them meanwhile: the conditions never rely on those, see ``read_at``).
+        """
+        hwm = {} if row.create else dict(self.hwm)
+        for shard, _ in row.prune:
+            hwm.pop(shard, None)
+        for shard, (_, last) in row.marks.items():
+            hwm[shard] = hwm_entry(last, now)
+        totals = {} if row.create else dict(self.totals)
+        for attr, delta in row.deltas:
+            totals[attr] = totals.get(attr, Decimal(0)) + delta
+        return RowState(True, hwm, totals, self.read_at)
 
 
 ABSENT = RowState(False)
@@ -99,10 +133,11 @@ class RowWrite:
     create: bool  # the row did not exist when read
     prune: Sequence[tuple[str, str]] = ()
 
-    def request(self, now: float) -> dict[str, Any]:
-        """The ``UpdateItem`` arguments."""
+    def request(self, now: float, *, returns: bool = True) -> dict[str, Any]:
+        """The ``UpdateItem`` arguments (``returns``: with ``ReturnValues=ALL_NEW``; a transaction's
+        ``Update`` action takes the same arguments without it)."""
         names: dict[str, str] = {"#hwm": HWM, "#upd": UPDATED}
-        values: dict[str, Any] = {":upd": {"S": datetime.fromtimestamp(int(now), UTC).isoformat()}}
+        values: dict[str, Any] = {":upd": {"S": _iso(int(now))}}
         sets = ["#upd = :upd"]
         adds: list[str] = []
         removes: list[str] = []
@@ -138,15 +173,26 @@ class RowWrite:
             expression += " ADD " + ", ".join(adds)
         if removes:
             expression += " REMOVE " + ", ".join(removes)
-        return {
+        out = {
             "TableName": self.table,
             "Key": {PK: {"S": self.pk}, SK: {"S": self.sk}},
             "UpdateExpression": expression,
             "ConditionExpression": condition,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
-            "ReturnValues": "ALL_NEW",
         }
+        if returns:
+            out["ReturnValues"] = "ALL_NEW"
+        return out
+
+    def where(self) -> str:
+        return f"{self.table} {self.pk} {self.sk}"
+
+
+@functools.lru_cache(maxsize=8)
+def _iso(second: int) -> str:
+    """``updated_at`` text of a second (the rows of one flush share it)."""
+    return datetime.fromtimestamp(second, UTC).isoformat()
 
 
 # -- calls ----------------------------------------------------------------------------------------
@@ -159,10 +205,58 @@ def write(client: DynamoDBClient, row: RowWrite, now: float) -> RowState | None:
     except ClientError as exc:
         if error_code(exc) == CONDITION_FAILED:
             return None
-        raise classify_dynamodb(exc, f"UpdateItem {row.table} {row.pk} {row.sk}") from exc
+        raise classify_dynamodb(exc, f"UpdateItem {row.where()}") from exc
     except BotoCoreError as exc:
-        raise classify_dynamodb(exc, f"UpdateItem {row.table} {row.pk} {row.sk}") from exc
+        raise classify_dynamodb(exc, f"UpdateItem {row.where()}") from exc
     return state_of(resp.get("Attributes"))
+
+
+class Outcome(Enum):
+    """What became of one row of a transaction."""
+
+    APPLIED = "applied"  # committed: the row's conditional update took effect
+    CONFLICT = "conflict"  # its condition failed, or another write held the row: re-read, plan again
+    NOT_TRIED = "not tried"  # cancelled because of another row: nothing written, plan again as is
+
+
+def transact(client: DynamoDBClient, rows: Sequence[RowWrite], now: float) -> list[Outcome]:
+    """Apply up to :data:`TRANSACTION_MAX_ROWS` row writes in one ``TransactWriteItems``.
+
+    Each row's ``Update`` carries exactly the condition of its single
+    ``UpdateItem`` (:meth:`RowWrite.request`), and a transaction commits all of
+    them or none: so every row either took effect as a successful ``UpdateItem``
+    would have, or not at all. The outcome of each row, in order. Throttling
+    and other transient failures raise :class:`RetryableError` (nothing was
+    written); a reason DynamoDB gives as invalid (a total beyond its numbers)
+    stops the worker, naming the row.
+    """
+    what = f"TransactWriteItems ({len(rows)} rows, first {rows[0].where()})"
+    try:
+        actions: list[Any] = [{"Update": row.request(now, returns=False)} for row in rows]
+        client.transact_write_items(TransactItems=actions)
+    except ClientError as exc:
+        if error_code(exc) != CANCELLED:
+            raise classify_dynamodb(exc, what) from exc
+        reasons = exc.response.get("CancellationReasons") or []
+        if len(reasons) != len(rows):
+            raise RetryableError(f"{what}: cancelled with {len(reasons)} reasons for {len(rows)} rows") from exc
+        pairs = zip(rows, reasons, strict=True)
+        return [_outcome(row, r.get("Code", ""), r.get("Message", ""), exc) for row, r in pairs]
+    except BotoCoreError as exc:
+        raise classify_dynamodb(exc, what) from exc
+    return [Outcome.APPLIED] * len(rows)
+
+
+def _outcome(row: RowWrite, code: str, message: str, exc: ClientError) -> Outcome:
+    if code == _REASON_NOT_TRIED:
+        return Outcome.NOT_TRIED
+    if code in _REASON_CONFLICT:
+        return Outcome.CONFLICT
+    if code in _REASON_THROTTLED:
+        raise RetryableError(f"TransactWriteItems {row.where()}: {code}") from exc
+    if code == "ValidationError":
+        raise FatalError(f"TransactWriteItems {row.where()}: {code}: {message}") from exc
+    raise RetryableError(f"TransactWriteItems {row.where()}: cancelled: {code or '?'} {message}") from exc
 
 
 def read_states(client: DynamoDBClient, rows: Sequence[RowId], attempts: int = 4) -> dict[RowId, RowState]:
