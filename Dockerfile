@@ -32,10 +32,13 @@ WORKDIR /src
 # 2a. amazon-kclpy: only its Python modules are used (the launcher's jars from stage 1 run KCL).
 # Its wheel build downloads KCL 3.5.3 jars from Maven Central and fails wherever one is missing,
 # so it is installed from its sdist without that step, exactly as .ci/dev does (keep the two in step).
+# An editable install is not byte-compiled, and the runtime sets PYTHONDONTWRITEBYTECODE: compiled
+# here, once, or every shard process compiles these modules at start (about 10 ms of CPU each time).
 ARG KCLPY_VERSION=3.2.0
 RUN pip download --no-deps --no-binary :all: "amazon-kclpy==${KCLPY_VERSION}" -d /opt/venv/src \
  && tar -xzf "/opt/venv/src/amazon_kclpy-${KCLPY_VERSION}.tar.gz" -C /opt/venv/src \
- && pip install -e "/opt/venv/src/amazon_kclpy-${KCLPY_VERSION}"
+ && pip install -e "/opt/venv/src/amazon_kclpy-${KCLPY_VERSION}" \
+ && python -m compileall -q "/opt/venv/src/amazon_kclpy-${KCLPY_VERSION}/amazon_kclpy"
 # 2b. the other dependencies, in their own layer: a code change does not reinstall them.
 COPY pyproject.toml ./
 COPY .ci/constraints.txt ./.ci/constraints.txt
@@ -75,6 +78,12 @@ ENV PATH=/opt/venv/bin:/opt/java/openjdk/bin:$PATH \
     WORKER__WORKER__DATA_DIR=/app/data \
     WORKER_KCL_CLASSPATH_DIR=/opt/kcl/lib \
     WORKER_KCL_MAIN_CLASS=worker.kcl.StreamsMultiLangLauncher
+
+# The base image ships its standard library without .pyc files (it deletes them), and the worker
+# user can write neither /usr/local nor, with PYTHONDONTWRITEBYTECODE, any cache: compiled here,
+# once (about 15 MB), or every shard process compiles the ~200 standard modules it imports at each
+# start (about 0.75 s of CPU, measured on the development machine).
+RUN python -m compileall -q -x '/(test|tests|idle_test|site-packages)/' "$(python -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')"
 
 RUN groupadd --system --gid 10001 worker \
  && useradd --system --uid 10001 --gid worker --home-dir /app --no-create-home --shell /usr/sbin/nologin worker \

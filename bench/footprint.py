@@ -9,18 +9,32 @@ stdin/stdout with the KCL 3 daemon's messages (`initialize`, then
 Resident memory is read from ``/proc/<pid>/status`` (VmRSS now, VmHWM peak).
 
 Baselines in the same run: a bare ``python -c pass`` and a process that only
-imports what the child imports (`worker.sources.kcl`, the three sink modules,
-boto3 and opensearch-py clients), so the table separates the interpreter, the
-imports, and the work. Import time: wall clock of those processes (best of
-``--repeats``), plus the largest cumulative entries of ``python -X importtime``.
+imports what the child imports, so the table separates the interpreter, the
+imports, and the work. That import line is derived from a real child, not
+written by hand: a probe child (the same ``worker kcl``, started through a
+wrapper that writes ``sys.modules`` on SIGUSR1) is given ``initialize`` and the
+first batch; the modules it holds then, in the order they were first imported,
+become the import line. A fresh process running that line is checked to load
+the same set of modules (any difference is printed). Import CPU is the user +
+system time of that process (best of ``--repeats``), which includes the bare
+interpreter's start; beside it, the packages whose modules take the most
+``python -X importtime`` self time.
+
+The worker package and amazon-kclpy (an editable install) are byte-compiled first
+(``compileall``), as the image (Dockerfile) has them: there every module a shard
+process imports is compiled at build time (``pip install .``, compileall for
+amazon-kclpy and the standard library), and ``PYTHONDONTWRITEBYTECODE`` is set, so
+a module left uncompiled would be compiled again by every shard process.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import compileall
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,10 +45,57 @@ from typing import Any
 from bench.multilang import Daemon
 from bench.workload import batches, generate
 
-IMPORTS = (
-    "import worker.cli, worker.sources.kcl, worker.app, worker.sinks.aggregates, worker.sinks.search,"
-    " worker.sinks.archive, worker.deadletters, amazon_kclpy.kcl, boto3, opensearchpy"
-)
+# The modules in sys.modules (insertion order: the order of first import) that were imported
+# under their own name: aliases (requests.packages.*, typing.io, __mp_main__) are left out,
+# the modules that create them are not.
+MODULES = "' '.join(n for n, m in list(sys.modules.items()) if getattr(getattr(m, '__spec__', None), 'name', 0) == n)"
+
+# The probe's entry point: `worker kcl` as `python -m worker` runs it, plus a SIGUSR1 handler
+# that writes MODULES to a file.
+PROBE = f"""\
+import os, runpy, signal, sys
+def _dump(signum, frame, path=%r):
+    with open(path + ".tmp", "w") as f:
+        f.write({MODULES})
+    os.replace(path + ".tmp", path)
+signal.signal(signal.SIGUSR1, _dump)
+runpy.run_module("worker", run_name="__main__", alter_sys=True)
+"""
+
+
+def child_modules(cfg_path: Path, first_batch: list[dict[str, Any]], shard_id: str, out: Path) -> list[str]:
+    """The modules a real ``worker kcl`` child holds once it has answered ``initialize`` and its
+    first batch, in the order they were first imported (``__main__`` left out)."""
+    child = Daemon(cfg_path, subprocess.DEVNULL, launch=("-c", PROBE % str(out)))
+    try:
+        child.call(
+            {"action": "initialize", "shardId": shard_id, "sequenceNumber": "TRIM_HORIZON", "subSequenceNumber": 0}
+        )
+        child.call({"action": "processRecords", "millisBehindLatest": 0, "records": first_batch})
+        child.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while not out.exists():
+            if time.monotonic() > deadline or child.proc.poll() is not None:
+                raise RuntimeError("the probe child did not write its modules")
+            time.sleep(0.01)
+        child.call({"action": "leaseLost"})
+    finally:
+        child.close()
+    return out.read_text().split()
+
+
+def import_line(modules: list[str]) -> str:
+    """``python -c`` code importing ``modules`` in order (an ``import`` each: the line stays honest
+    about what it loads, and a module already loaded by an earlier one costs a dictionary lookup)."""
+    return "import " + ", ".join(modules)
+
+
+def loaded_by(code: str) -> set[str]:
+    """The modules a fresh ``python -c code`` holds at its end."""
+    run = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys; print({MODULES})"], check=True, capture_output=True, text=True
+    )
+    return set(run.stdout.split())
 
 
 def status_kb(pid: int) -> dict[str, int]:
@@ -83,23 +144,38 @@ def rss_of(argv: list[str]) -> dict[str, int]:
     return kb
 
 
-def importtime_top(n: int) -> list[tuple[int, str]]:
-    """The top-level imports with the largest cumulative time (microseconds, name)."""
-    run = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", IMPORTS], check=True, capture_output=True, text=True
-    )
-    rows = []
-    for line in run.stderr.splitlines():
-        if not line.startswith("import time:") or "cumulative" in line:
-            continue
-        _, cumulative, name = line[len("import time:") :].split("|")
-        if not name.startswith("  "):  # " name" is top level; nested imports are indented further
-            rows.append((int(cumulative), name.strip()))
-    return sorted(rows, reverse=True)[:n]
+def importtime_top(code: str, n: int, runs: int = 3) -> list[tuple[int, str]]:
+    """The top-level packages whose modules take the most import time in ``code`` (microseconds of
+    ``python -X importtime`` self time, each module's best of ``runs``, summed per package; name),
+    the interpreter's start-up left out."""
+
+    def self_times(source: str) -> dict[str, int]:
+        run = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", source], check=True, capture_output=True, text=True
+        )
+        out = {}
+        for line in run.stderr.splitlines():
+            if line.startswith("import time:") and "cumulative" not in line:
+                own, _, name = line[len("import time:") :].split("|")
+                out[name.strip()] = int(own)
+        return out
+
+    at_start = set(self_times("pass"))
+    best: dict[str, int] = {}
+    for _ in range(runs):
+        for name, us in self_times(code).items():
+            best[name] = min(us, best.get(name, us))
+    totals: dict[str, int] = {}
+    for name, us in best.items():
+        if name not in at_start:
+            package = name.split(".")[0]
+            totals[package] = totals.get(package, 0) + us
+    return sorted(((us, name) for name, us in totals.items()), reverse=True)[:n]
 
 
-def write_config(directory: Path, moto_url: str, search_url: str) -> Path:
-    path = directory / "worker.toml"
+def write_config(directory: Path, moto_url: str, search_url: str, suffix: str = "") -> Path:
+    """The configuration of a child with every sink; ``suffix`` names its own table, index, bucket."""
+    path = directory / f"worker{suffix}.toml"
     path.write_text(
         f"""
 [worker]
@@ -111,26 +187,26 @@ log_level = "warning"
 endpoint_url = "{moto_url}"
 
 [deadletter]
-url = "{directory / "dead"}"
+url = "{directory / f"dead{suffix}"}"
 
 [[aggregates]]
 name = "orders_by_status"
-table = "OrderStats"
+table = "OrderStats{suffix}"
 group_by = ["status"]
 metrics = {{ orders = "count", revenue = "sum(total)" }}
 
 [[aggregates]]
 name = "orders_by_city"
-table = "OrderStats"
+table = "OrderStats{suffix}"
 group_by = ["customer.address.city"]
 metrics = {{ orders = "count" }}
 
 [search]
 url = "{search_url}"
-index = "orders"
+index = "orders{suffix}"
 
 [archive]
-bucket = "footprint-archive"
+bucket = "footprint-archive{suffix}"
 """
     )
     return path
@@ -148,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
 
+    import amazon_kclpy
+
+    import worker
     from worker import config
     from worker.app import build_sinks
     from worker.emulators import fake_aws_credentials, start_moto, start_osmem
@@ -158,17 +237,27 @@ def main(argv: list[str] | None = None) -> None:
         osmem = start_osmem()
         try:
             cfg_path = write_config(Path(tmp), moto.url, osmem.url)
+            probe_cfg = write_config(Path(tmp), moto.url, osmem.url, "-probe")  # its own targets
             env = {**os.environ, "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled", "AWS_DEFAULT_REGION": "us-east-1"}
             os.environ.update(env)
-            for sink in build_sinks(config.load(cfg_path, env={}), provision=True):
-                sink.close()
+            for path in (cfg_path, probe_cfg):
+                for sink in build_sinks(config.load(path, env={}), provision=True):
+                    sink.close()
+            for package in (worker, amazon_kclpy):  # compiled as in the image (see the module docstring)
+                compileall.compile_dir(str(Path(package.__file__ or "").parent), quiet=1)
+
+            first = next(iter(batches(kcl_records(work.multilang), args.batch)))
+            modules = child_modules(probe_cfg, first, work.shard_id, Path(tmp) / "modules.txt")
+            imports_code = import_line(modules)
+            reproduced = loaded_by(imports_code)
+            missing, extra = set(modules) - reproduced, reproduced - set(modules)
 
             bare = rss_of([sys.executable, "-c", "print('ready', flush=True); import sys; sys.stdin.read()"])
             imports = rss_of(
-                [sys.executable, "-c", f"{IMPORTS}; print('ready', flush=True); import sys; sys.stdin.read()"]
+                [sys.executable, "-c", f"{imports_code}; print('ready', flush=True); import sys; sys.stdin.read()"]
             )
             wall_bare, cpu_bare = best_wall([sys.executable, "-c", "pass"], args.repeats)
-            wall_imports, cpu_imports = best_wall([sys.executable, "-c", IMPORTS], args.repeats)
+            wall_imports, cpu_imports = best_wall([sys.executable, "-c", imports_code], args.repeats)
 
             started = time.perf_counter()
             child = Daemon(cfg_path, subprocess.DEVNULL)
@@ -218,8 +307,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"  workload through the child: {work_s:.2f} s, {len(work) / work_s:,.0f} records/s end to end (emulators)")
     print()
-    print("largest imports (python -X importtime, cumulative):")
-    for us, name in importtime_top(8):
+    print(
+        f"the imports of worker kcl: {len(modules)} modules, those of a real child after initialize and its first"
+        " batch (probe); the import line loads "
+        + ("the same set" if not (missing or extra) else f"{len(missing)} fewer and {len(extra)} more")
+    )
+    for label, names in (("not loaded by the line", missing), ("loaded by the line only", extra)):
+        if names:
+            print(f"  {label}: {' '.join(sorted(names))}")
+    print()
+    print("largest packages (python -X importtime, best of 3 per module, self times summed per package):")
+    for us, name in importtime_top(imports_code, 8):
         print(f"  {us / 1000:7.1f} ms  {name}")
     print()
     rss = after_work["VmRSS"] / mib

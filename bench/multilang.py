@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -78,9 +79,10 @@ def start_profiler(pid: int, out: Path, *, gil: bool = False) -> subprocess.Pope
 class Daemon:
     """Plays the KCL multilang daemon for one ``worker kcl`` child (one batch in flight, like KCL)."""
 
-    def __init__(self, config: Path, stderr: IO[bytes] | int) -> None:
+    def __init__(self, config: Path, stderr: IO[bytes] | int, *, launch: Sequence[str] = ("-m", "worker")) -> None:
+        """Start ``python <launch> kcl --config <config>``; ``launch`` may wrap the entry point (a probe)."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "kcl", "--config", str(config)],
+            [sys.executable, *launch, "kcl", "--config", str(config)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,

@@ -1,5 +1,11 @@
 """AWS in one place: boto3 clients from configuration, error codes and their actions, small helpers.
 
+Clients come from botocore's session directly: a boto3 client *is* a botocore
+client, and boto3's own session adds only its resource layer, s3transfer's
+managed transfers and their imports (about a tenth of a shard process's import
+time), none of which the worker uses. The clients are typed with the same
+mypy-boto3 stubs.
+
 Clients are created by callers and injected (no module-level clients). Every
 AWS error the worker meets is classified here, by action (see
 :mod:`worker.errors`): :func:`classify_s3` and :func:`classify_dynamodb`
@@ -31,6 +37,7 @@ __all__ = [
     "classify_dynamodb",
     "classify_s3",
     "client",
+    "credentials",
     "ensure_bucket",
     "error_code",
     "split_s3_url",
@@ -72,7 +79,7 @@ def client(cfg: Config, service: Literal["dynamodbstreams"], **overrides: Any) -
 
 
 def client(cfg: Config, service: str, **overrides: Any) -> Any:
-    """A boto3 client for ``service`` honouring ``[aws]`` endpoints and ``worker.region``."""
+    """A boto3 (botocore) client for ``service`` honouring ``[aws]`` endpoints and ``worker.region``."""
     from botocore.config import Config as BotoConfig
 
     endpoint = cfg.aws.endpoint(service)
@@ -93,7 +100,14 @@ def client(cfg: Config, service: str, **overrides: Any) -> Any:
         kwargs["endpoint_url"] = endpoint
     kwargs.update(overrides)
     with _SESSION_LOCK:  # a botocore session is not safe for concurrent client creation
-        return _session(*(os.environ.get(name) for name in _CREDENTIAL_ENV)).client(service, **kwargs)
+        return _session(*(os.environ.get(name) for name in _CREDENTIAL_ENV)).create_client(service, **kwargs)
+
+
+def credentials() -> Any:
+    """The default credential chain's credentials (botocore ``Credentials``), or None when there are none:
+    the same session, and so the same resolved identity, as :func:`client`'s."""
+    with _SESSION_LOCK:
+        return _session(*(os.environ.get(name) for name in _CREDENTIAL_ENV)).get_credentials()
 
 
 # The environment a session resolves credentials and settings from once: a session per
@@ -111,12 +125,12 @@ _SESSION_LOCK = threading.Lock()
 
 @functools.lru_cache(maxsize=4)
 def _session(*environment: str | None) -> Any:
-    """One boto3 session per process (per credential environment): service models and
+    """One botocore session per process (per credential environment): service models and
     endpoint rules are loaded once and shared by every client, where a session per client
     loads them again (about 10 MiB each, measured with DynamoDB and two S3 clients)."""
-    import boto3
+    from botocore.session import Session
 
-    return boto3.session.Session()  # untyped on purpose: `service` is dynamic
+    return Session()  # untyped on purpose: `service` is dynamic
 
 
 def retry_after(exc: BaseException) -> float | None:

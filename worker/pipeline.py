@@ -281,7 +281,7 @@ class Pipeline:
 
     def _flush_sinks(self, states: Sequence[_SinkState], *, everything: bool) -> None:
         """Flush ``states``' sinks (side by side when several), then settle each in order."""
-        if len(states) <= 1 or not self.parallel_flush:
+        if len(states) <= 1 or not self.parallel_flush:  # none (no sinks configured) or one: no pool
             for state in states:
                 self._settle(state, self._run_flush(state, everything=everything))
             return

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -75,3 +78,25 @@ def test_clients_share_one_session_per_credential_environment(tmp_path, monkeypa
     other = client(cfg, "s3")
     assert other._loader is not s3._loader
     assert other._request_signer._credentials.access_key == "second"
+
+
+def test_clients_and_credentials_come_from_botocore_without_boto3s_session(tmp_path) -> None:
+    """boto3's session (resources, s3transfer, multiprocessing) is not loaded to make a client."""
+    path = tmp_path / "w.toml"
+    path.write_text('[worker]\nregion = "us-east-1"\n[aws]\nendpoint_url = "http://127.0.0.1:9"\n')
+    code = (
+        "import sys\n"
+        "from worker import config\n"
+        "from worker.aws import client, credentials\n"
+        f"cfg = config.load({str(path)!r}, env={{}})\n"
+        "s3, ddb = client(cfg, 's3'), client(cfg, 'dynamodb')\n"
+        "print(type(s3).__name__, type(ddb).__name__, credentials().access_key,\n"
+        "      sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 's3transfer', 'multiprocessing'}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WORKER"))} | {
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ACCESS_KEY_ID": "botocore-key",
+        "AWS_SECRET_ACCESS_KEY": "s",
+    }
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert run.stdout.split() == ["S3", "DynamoDB", "botocore-key", "[]"]

@@ -80,10 +80,50 @@ def test_version(capsys):
     ],
 )
 def test_config_is_accepted_before_or_after_the_action(argv):
-    args = cli.parser().parse_args([a.format(cfg="/x/w.toml") for a in argv])
+    argv = [a.format(cfg="/x/w.toml") for a in argv]
+    args = cli.parser().parse_args(argv)
     from worker.commands import config_path
 
     assert config_path(args) == "/x/w.toml"
+    # The parser of the named command alone reads the same arguments.
+    only = cli.parser(cli.command_of(argv)).parse_args(argv)
+    assert {k: v for k, v in vars(only).items() if k != "run"} == {k: v for k, v in vars(args).items() if k != "run"}
+    assert only.run.__module__ == args.run.__module__ == f"worker.commands.{args.command.replace('-', '_')}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["kcl", "--config", "w.toml"], "kcl"),
+        (["--config", "kcl", "local"], "local"),  # a file named like a command is --config's value
+        (["--conf", "kcl", "local"], "local"),  # argparse's prefix of --config
+        (["--config=kcl", "--debug", "check-config", "--probe"], "check_config"),
+        (["--debug", "replay", "--since", "1h"], "replay"),
+        (["--version"], None),
+        ([], None),
+        (["nosuch", "kcl"], None),  # an unknown command: the full parser says so
+        (["--", "kcl"], None),
+    ],
+)
+def test_the_named_command_is_read_as_the_parser_reads_it(argv, command):
+    assert cli.command_of(argv) == command
+
+
+def test_a_shard_process_imports_only_its_own_command():
+    code = (
+        "import sys; from worker import cli; cli.parser(cli.command_of(['kcl'])).parse_args(['kcl']); "
+        "print(sorted(m for m in sys.modules if m.startswith('worker.commands.') or m == 'importlib.metadata'))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert run.stdout.strip() == "['worker.commands.kcl']"
+
+
+def test_an_unknown_command_is_refused_naming_every_command():
+    run = worker("nosuch")
+    assert run.returncode == 2
+    assert "invalid choice: 'nosuch'" in run.stderr
+    for name in [*PUBLIC, "kcl", "backfill"]:
+        assert f"'{name}'" in run.stderr
 
 
 def test_config_flag_beats_worker_config_which_beats_nothing(monkeypatch):

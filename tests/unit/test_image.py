@@ -52,3 +52,20 @@ def test_tini_is_pid_1_and_the_image_is_labelled():
 def test_one_port_setting():
     assert "WORKER_HTTP_PORT" not in DOCKERFILE
     assert "WORKER__KCL__HTTP_PORT" in DOCKERFILE
+
+
+def test_every_module_a_shard_process_imports_is_byte_compiled_in_the_image():
+    """PYTHONDONTWRITEBYTECODE is set at run time: what is not compiled at build is compiled by every
+    shard process at its start. pip compiles what it installs, except editable installs (amazon-kclpy);
+    the base image deletes its standard library's .pyc files, so the runtime stage compiles them."""
+    assert "PYTHONDONTWRITEBYTECODE=1" in DOCKERFILE
+    runtime = DOCKERFILE.index("FROM ${PYTHON_IMAGE}\n")
+    stdlib = DOCKERFILE.index(
+        "RUN python -m compileall -q -x '/(test|tests|idle_test|site-packages)/' \"$(python -c 'import sysconfig"
+    )
+    assert runtime < stdlib < DOCKERFILE.index("USER 10001:10001")
+    editable = DOCKERFILE.index('pip install -e "/opt/venv/src/amazon_kclpy-${KCLPY_VERSION}"')
+    compiled = DOCKERFILE.index('python -m compileall -q "/opt/venv/src/amazon_kclpy-${KCLPY_VERSION}/amazon_kclpy"')
+    assert editable < compiled < DOCKERFILE.index("FROM ${JRE_IMAGE} AS jre")
+    assert "--no-compile" not in DOCKERFILE
+    assert "pip install --no-deps -c .ci/constraints.txt ." in DOCKERFILE  # not editable: compiled by pip

@@ -280,7 +280,7 @@ def make_session(section: SearchSection, region: str, *, credentials: Any = None
     """The base URL and an authenticated session for ``section``.
 
     ``auth = "none"`` still honours credentials in the URL (basic auth).
-    ``sigv4`` signs with the default boto3 credential chain unless
+    ``sigv4`` signs with the default credential chain (:func:`worker.aws.credentials`) unless
     ``credentials`` (a botocore credentials object) is given.
     """
     base, url_user, url_password = split_url(section.url)
@@ -295,9 +295,9 @@ def make_session(section: SearchSection, region: str, *, credentials: Any = None
         from opensearchpy import RequestsAWSV4SignerAuth
 
         if credentials is None:
-            import boto3
+            from worker.aws import credentials as default_credentials
 
-            credentials = boto3.Session().get_credentials()
+            credentials = default_credentials()
         if credentials is None:
             raise ConfigError("search.auth", "sigv4 needs AWS credentials and none were found")
         session.auth = RequestsAWSV4SignerAuth(credentials, section.region or region, section.sigv4_service)
