@@ -94,7 +94,7 @@ class NaiveUpdateItemSink:
             old = None if change.kind is ChangeKind.INSERT else change.old
             new = change.new if change.kind in (ChangeKind.INSERT, ChangeKind.MODIFY) else None
             for d in deltas(self.aggregates, old, new)[0]:
-                agg = self.aggregates[d.index]
+                agg = self.aggregates[d.number]
                 names = {"#grp": GROUP, "#c": COUNT}
                 values: dict[str, Any] = {
                     ":grp": {"M": {p: encode_value(v) for p, v in zip(agg.group_by, d.group, strict=True)}},
