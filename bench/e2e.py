@@ -28,7 +28,6 @@ limit of one DynamoDB partition.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
@@ -45,12 +44,12 @@ from typing import Any
 
 from bench.multilang import Daemon, child_env, cpu_seconds, messages, rss_mib, start_profiler
 from bench.workload import SHARD_ID, Workload, generate
-from worker.sinks.aggregates.sink import AggregatesSink
+from worker.config import AggregateWritesSection
 
 TARGET_RECORDS_PER_SECOND = 3000.0
 SATURATED_SHARD = 1000.0  # records/s: one DynamoDB partition's write limit (1,000 write units/s)
-# Row writes (UpdateItems or transactions) the aggregates sink keeps in flight ([aggregate_writes] default)
-AGGREGATES_CONCURRENCY: int = inspect.signature(AggregatesSink).parameters["concurrency"].default
+# Row writes (UpdateItems or transactions) the aggregates sink keeps in flight: `worker kcl`'s default
+AGGREGATES_CONCURRENCY: int = AggregateWritesSection().concurrency
 
 # workload name -> (group_by, description)
 WORKLOADS: dict[str, tuple[list[str], str]] = {

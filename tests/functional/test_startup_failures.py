@@ -7,12 +7,12 @@ import gzip
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import boto3
 import pytest
 
+from tests.worker_cli import run_worker
 from worker.aws import ensure_bucket
 from worker.errors import FatalError
 from worker.sinks.aggregates.store import ensure_table
@@ -26,18 +26,6 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def worker(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**(env if env is not None else os.environ), "AWS_EC2_METADATA_DISABLED": "true"},
-    )
 
 
 def write(tmp: Path, body: str) -> Path:
@@ -72,7 +60,7 @@ AGG = '[[aggregates]]\nname = "a"\ntable = "Tab"\ngroup_by = ["status"]\nmetrics
 def test_an_unreachable_endpoint_is_retried_then_named_in_one_line(tmp_path: Path, section: str, names: str) -> None:
     port = closed_port()
     cfg = write(tmp_path, section.replace("{port}", str(port)))
-    run = worker("local", "--config", str(cfg), "--fixtures", str(FIXTURE))
+    run = run_worker("local", "--config", str(cfg), "--fixtures", str(FIXTURE))
     line = one_line(run)
     assert line.startswith("worker: start-up: gave up after") and names in line and str(port) in line
 
@@ -82,7 +70,7 @@ def test_no_credentials_is_one_line(tmp_path: Path) -> None:
     env.update(AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
     env["AWS_EC2_METADATA_DISABLED"] = "true"  # no credentials: boto3 must not probe instance metadata
     cfg = write(tmp_path, f"[aws]\nendpoint_url = 'http://127.0.0.1:{closed_port()}'\n" + AGG)
-    line = one_line(worker("local", "--config", str(cfg), "--fixtures", str(FIXTURE), env=env))
+    line = one_line(run_worker("local", "--config", str(cfg), "--fixtures", str(FIXTURE), env=env))
     assert "no AWS credentials" in line and "DescribeTable Tab" in line
 
 
@@ -91,10 +79,10 @@ def test_a_corrupt_gzip_fixture_names_the_file(tmp_path: Path, damage: str) -> N
     good = gzip.compress(FIXTURE.read_bytes())
     bad = tmp_path / "orders.jsonl.gz"
     bad.write_bytes(good[: len(good) // 2] if damage == "truncated" else good[:10] + b"\x00" * 50 + good[60:])
-    run = worker("local", "--config", str(write(tmp_path, "")), "--fixtures", str(bad))
+    run = run_worker("local", "--config", str(write(tmp_path, "")), "--fixtures", str(bad))
     line = one_line(run)
     assert str(bad) in line and "gzip" in line
-    debug = worker("--debug", "local", "--config", str(write(tmp_path, "")), "--fixtures", str(bad))
+    debug = run_worker("--debug", "local", "--config", str(write(tmp_path, "")), "--fixtures", str(bad))
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 

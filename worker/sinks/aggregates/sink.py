@@ -266,22 +266,22 @@ class AggregatesSink:
         if self.concurrency == 1 or len(chunks) == 1:
             return read_states(self.client, rows)
         out: dict[RowId, RowState] = {}
-        for states in self._all(read_states, [(self.client, chunk) for chunk in chunks]):
+        for states in self._all(lambda chunk: read_states(self.client, chunk), chunks):
+            if isinstance(states, BaseException):
+                raise states
             out.update(states)
         return out
 
-    def _all(self, fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[Any]:
-        """``fn`` on every argument tuple in the pool; every call ends before the first error is raised."""
-        futures = [self._executor().submit(fn, *args) for args in calls]
+    def _all(self, fn: Callable[[Any], Any], args: Sequence[Any]) -> list[Any]:
+        """``fn`` on every argument in the pool: each call's result or exception, in order, once
+        every call has ended (so nothing is still writing when the caller raises)."""
+        futures = [self._executor().submit(fn, arg) for arg in args]
         results: list[Any] = []
-        failure: BaseException | None = None
         for fut in futures:
             try:
                 results.append(fut.result())
             except BaseException as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
+                results.append(exc)
         return results
 
     def _executor(self) -> ThreadPoolExecutor:
@@ -308,7 +308,7 @@ class AggregatesSink:
         agg = row.aggregate
         marks: dict[str, tuple[int, int]] = {}
         if len(row.entries) == 1 and not state.exists:  # the common case of a new group: one record, no marks
-            ((shard, seq), total), *_ = row.entries.items()
+            (((shard, seq), total),) = row.entries.items()
             marks[shard] = (seq, seq)
         else:
             total = agg.zero()
@@ -402,15 +402,12 @@ class AggregatesSink:
             for chunk in chunks:
                 settle(chunk, call(chunk))
             return
-        futures = [(chunk, self._executor().submit(call, chunk)) for chunk in chunks]
         failure: BaseException | None = None
-        for chunk, fut in futures:
-            try:
-                outcomes = fut.result()
-            except BaseException as exc:
-                failure = failure or exc
-                continue
-            settle(chunk, outcomes)
+        for chunk, outcomes in zip(chunks, self._all(call, chunks), strict=True):
+            if isinstance(outcomes, BaseException):
+                failure = failure or outcomes
+            else:
+                settle(chunk, outcomes)
         if failure is not None:
             raise failure
 
