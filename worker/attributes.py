@@ -212,7 +212,7 @@ def decode_item(wire: Any, path: str) -> Item:
     if not isinstance(wire, Mapping):
         raise RecordError(f"image must be an object, got {type(wire).__name__}", field=path)
     try:
-        return {k: _fast(av) for k, av in wire.items() if _utf8(k) or _fail()}
+        return {k: _fast(av) for k, av in wire.items() if k.isascii() or _utf8(k) or _fail()}
     except Exception:  # see decode_value
         return {_name(k, path): _checked(av, f"{path}.{k}") for k, av in wire.items()}
 
@@ -294,21 +294,23 @@ def _fast(av: Any) -> Value:
 
     Accepts a subset of what :func:`_checked` accepts and returns the same
     values for it; every refusal (any exception) sends the value to ``_checked``.
+    The common checks are written inline (``isascii`` before :func:`_utf8`, the
+    plain-number test): a call per node is what this walk spends most on.
     """
     if type(av) is not dict or len(av) != 1:
         raise _NotFast
     for tag, v in av.items():
         if tag == "S":
-            if type(v) is str and _utf8(v):
+            if type(v) is str and (v.isascii() or _utf8(v)):
                 return v
         elif tag == "N":
-            if type(v) is str and _plain(v):
+            if type(v) is str and len(v) <= DYNAMODB_DIGITS and "e" not in v and "E" not in v:
                 d = Decimal(v)
                 if d.is_finite():
                     return d
         elif tag == "M":
             if type(v) is dict:
-                return {k: _fast(x) for k, x in v.items() if _utf8(k) or _fail()}
+                return {k: _fast(x) for k, x in v.items() if k.isascii() or _utf8(k) or _fail()}
         elif tag == "L":
             if type(v) is list:
                 return [_fast(x) for x in v]
@@ -339,8 +341,7 @@ Numbers = Literal["number", "string"]
 
 # A number text Decimal prints back unchanged: plain notation, no redundant sign or zeros,
 # not below 1e-6 (Decimal prints those with an exponent: "0.0000001" is "1E-7").
-_SAME_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
-_TINY = re.compile(r"-?0\.0{6}")
+_SAME_TEXT = re.compile(r"(?!-?0\.0{6})-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?").fullmatch
 
 
 def json_item(wire: Mapping[str, Any], path: str, numbers: Numbers) -> dict[str, Any]:
@@ -356,13 +357,12 @@ def json_item(wire: Mapping[str, Any], path: str, numbers: Numbers) -> dict[str,
     """
     try:
         number = _fragment if numbers == "number" else _text
-        return {k: _json(av, number) for k, av in wire.items() if _utf8(k) or _fail()}
+        return {k: _json(av, number) for k, av in wire.items() if k.isascii() or _utf8(k) or _fail()}
     except Exception:  # see decode_value
         return decode_item(wire, path)
 
 
-def _fragment(v: str) -> Any:
-    return orjson.Fragment(v)
+_fragment = orjson.Fragment
 
 
 def _text(v: str) -> Any:
@@ -374,15 +374,15 @@ def _json(av: Any, number: Callable[[str], Any]) -> Any:
         raise _NotFast
     for tag, v in av.items():
         if tag == "S":
-            if type(v) is str and _utf8(v):
+            if type(v) is str and (v.isascii() or _utf8(v)):
                 return v
         elif tag == "N":
-            if type(v) is str and len(v) <= DYNAMODB_DIGITS and _SAME_TEXT.fullmatch(v) and not _TINY.match(v):
+            if type(v) is str and len(v) <= DYNAMODB_DIGITS and _SAME_TEXT(v):
                 return number(v)
             return number(str(_fast(av)))
         elif tag == "M":
             if type(v) is dict:
-                return {k: _json(x, number) for k, x in v.items() if _utf8(k) or _fail()}
+                return {k: _json(x, number) for k, x in v.items() if k.isascii() or _utf8(k) or _fail()}
         elif tag == "L":
             if type(v) is list:
                 return [_json(x, number) for x in v]
@@ -413,6 +413,14 @@ Binary = Literal["base64", "bytes"]
 
 def encode_value(v: Value, binary: Binary = "base64") -> dict[str, Any]:
     """Encode a Python value as an AttributeValue; ``binary`` picks the B/BS form."""
+
+    kind = type(v)  # the common exact types first: isinstance on an ABC is slow
+    if kind is str:
+        return {"S": v}
+    if kind is Decimal:
+        return {"N": str(v)}
+    if kind is dict:
+        return {"M": {k: encode_value(x, binary) for k, x in v.items()}}
 
     def b(x: bytes) -> Any:
         return base64.b64encode(x).decode("ascii") if binary == "base64" else bytes(x)

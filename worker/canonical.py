@@ -53,6 +53,9 @@ def number_text(d: Decimal) -> str:
     """
     if d.is_zero():
         return "0"
+    text = str(d)
+    if "E" not in text:  # plain notation already (the usual case): only trailing zeros to drop
+        return text.rstrip("0").rstrip(".") if "." in text else text
     return format(d.normalize(EXACT), "f")
 
 

@@ -97,6 +97,9 @@ class RawRecord:
 class StreamRecord:
     """One change of one item, decoded. Immutable; images decode on first access.
 
+    Decoded keys and images are read-only: once both images are decoded, an
+    attribute that did not change is one value shared by both.
+
     ``sequence_number`` is the stream's decimal string (21-40 digits): compare
     with :attr:`sequence` (an ``int``), never as text.
     """
@@ -153,12 +156,27 @@ class StreamRecord:
     @cached_property
     def old_image(self) -> Item | None:
         """The item before the change; ``None`` when the record has no old image."""
-        return None if self._old is None else self._decode(self._image(0), "dynamodb.OldImage")
+        return None if self._old is None else self._decode_image(0)
 
     @cached_property
     def new_image(self) -> Item | None:
         """The item after the change; ``None`` when the record has no new image."""
-        return None if self._new is None else self._decode(self._image(1), "dynamodb.NewImage")
+        return None if self._new is None else self._decode_image(1)
+
+    def _decode_image(self, which: int) -> Item:
+        other = self.__dict__.get("old_image" if which else "new_image")
+        if other and self._text is not None:
+            return self._beside(which, other)
+        return self._decode(self._image(which), _IMAGE_FIELDS[which])
+
+    def _beside(self, which: int, other: Item) -> Item:
+        """One image of a record from text, decoded after the other one: an attribute whose raw
+        text is the same in both is the other image's value (shared, hence read-only images),
+        the rest is decoded. Most of a MODIFY's attributes do not change."""
+        raw = self._raw_images()
+        mine, theirs = raw[which], raw[1 - which]
+        path = _IMAGE_FIELDS[which]
+        return {k: other[k] if theirs.get(k) == av else self._attr(mine, k, path) for k, av in mine.items()}
 
     @property
     def has_old_image(self) -> bool:

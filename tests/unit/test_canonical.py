@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from worker.canonical import SEQ_WIDTH, fits_dynamodb, number_text, seq_text
 from worker.errors import RecordError
@@ -41,3 +43,15 @@ def test_sequence_text_is_fixed_width_and_orders_like_the_number():
         seq_text(10**40)
     with pytest.raises(RecordError):
         seq_text(-1)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.decimals(allow_nan=False, allow_infinity=False), st.sampled_from(["plain", "exponent"]))
+def test_number_text_is_the_plain_text_of_the_normalized_value(d, form):
+    d = Decimal(f"{d:E}") if form == "exponent" else d
+    text = number_text(d)
+    assert Decimal(text) == d  # the same value
+    assert "E" not in text and "e" not in text
+    if "." in text:  # no trailing zeros after the point, and no bare point
+        assert not text.endswith("0") and not text.endswith(".")
+    assert number_text(Decimal(text)) == text  # one text per value

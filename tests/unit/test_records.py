@@ -4,6 +4,7 @@ import datetime as dt
 import orjson
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.strategies import items
 from worker import shapes
@@ -32,6 +33,36 @@ def test_random_items_round_trip_through_every_shape(old, new):
         assert rec.keys == {"pk": "k"}
         assert rec.sequence == 10**30 + 7
         assert rec.created_at == dt.datetime.fromtimestamp(T0, dt.UTC), shape
+
+
+@settings(max_examples=40, deadline=None)
+@given(old=items, changes=items, dropped=st.integers(0, 3), new_first=st.booleans())
+def test_images_read_in_either_order_share_only_unchanged_attributes(old, changes, dropped, new_first):
+    new = {**{k: v for k, v in list(old.items())[dropped:]}, **changes}  # mostly the old item
+    canon = shapes.build("MODIFY", {"pk": "k"}, old=old, new=new, sequence=10**30 + 7, created=T0)
+    rec = _decode_shape(canon, "adapter")
+    first, second = ("new_image", "old_image") if new_first else ("old_image", "new_image")
+    a, b = getattr(rec, first), getattr(rec, second)
+    assert (rec.old_image, rec.new_image) == (old, new)
+    wire = canon["dynamodb"]
+    shared = set(a) & set(b)
+    assert shared >= set(old) - set(changes) - set(list(old)[:dropped])
+    for name in shared:
+        if orjson.dumps(wire["OldImage"][name]) == orjson.dumps(wire["NewImage"][name]):
+            assert a[name] is b[name]  # decoded once, shared
+        elif isinstance(a[name], dict | list):
+            assert a[name] is not b[name]
+
+
+def test_a_bad_changed_attribute_read_after_the_other_image_names_its_field():
+    canon = shapes.build("MODIFY", {"id": "a"}, old={"id": "a", "n": 1}, new={"id": "a", "n": 2}, sequence=10**20)
+    canon["dynamodb"]["NewImage"]["n"] = {"N": "two"}
+    rec = decode(RawRecord(orjson.dumps(canon), "f.jsonl:3", "shardId-1"))
+    assert rec.old_image == {"id": "a", "n": 1}
+    with pytest.raises(RecordError) as err:
+        _ = rec.new_image
+    assert err.value.where == "shardId-1/100000000000000000000"
+    assert err.value.field == "dynamodb.NewImage.n"
 
 
 @pytest.mark.parametrize("shape", shapes.SHAPES)
