@@ -149,7 +149,8 @@ def test_the_benchmark_runs_and_prints_its_table(capsys):
         "worker pipeline, all sinks",
     ):
         assert row in out
-    assert out.count("target: ") == 5
+    assert out.count("target: ") == 6
+    assert "target: decoding key and images on demand <= eager decoding (c): " in out
     assert dispatcher.main(["no-such-bench"]) == 2
 
 

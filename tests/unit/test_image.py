@@ -69,3 +69,16 @@ def test_every_module_a_shard_process_imports_is_byte_compiled_in_the_image():
     assert editable < compiled < DOCKERFILE.index("FROM ${JRE_IMAGE} AS jre")
     assert "--no-compile" not in DOCKERFILE
     assert "pip install --no-deps -c .ci/constraints.txt ." in DOCKERFILE  # not editable: compiled by pip
+
+
+def test_the_image_builds_the_compiled_decoders_into_the_installed_package():
+    """The runtime stage copies /opt/venv: the extension modules must be built there, from the
+    installed package (not /src/worker), by the same script as .ci/dev setup, and be in use."""
+    install = DOCKERFILE.index("pip install --no-deps -c .ci/constraints.txt .")
+    build = DOCKERFILE.index("python /src/.ci/compile.py")
+    assert install < build < DOCKERFILE.index("FROM ${JRE_IMAGE} AS jre")
+    assert DOCKERFILE.index(" && cd / ") < build  # `import worker` must not find /src/worker
+    assert "--mypyc /opt/mypyc/bin/mypyc" in DOCKERFILE
+    assert "assert a.COMPILED" in DOCKERFILE[build:]
+    assert "gcc" in DOCKERFILE[install:build]
+    assert "mypy" in pins()  # the throw-away mypyc environment is pinned like the rest
