@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.multilang import Daemon, child_env, cpu_seconds, messages, rss_mib, start_profiler
+from bench.multilang import Daemon, child_env, cpu_seconds, decoders, messages, rss_mib, start_profiler
 from bench.workload import SHARD_ID, Workload, generate
 from worker.config import AggregateWritesSection
 
@@ -355,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name}: {WORKLOADS[name][1]}")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"machine: {os.cpu_count()} cores, load average {load} at start")
+    print(f"decoders: {decoders()}")
     results = []
     for name in args.workloads:
         r = run_workload(

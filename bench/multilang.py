@@ -29,9 +29,17 @@ __all__ = ["Daemon", "child_env", "cpu_seconds", "messages", "rss_mib", "start_p
 READ_TIMEOUT = 120.0  # seconds without the awaited status: the child is killed
 
 
+def decoders() -> str:
+    """Which decoders a child runs: the mypyc build, or the Python (``WORKER_PURE_PYTHON=1``)."""
+    code = "import worker.attributes as a; print(a.COMPILED)"
+    done = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, check=True)
+    return "compiled (mypyc)" if done.stdout.strip() == "True" else "pure Python (worker/attributes.py)"
+
+
 def child_env() -> dict[str, str]:
     """The environment of the stub and the child: loopback only, no metadata probe, dummy credentials."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER")}
+    # No worker settings from the caller's environment, but for the decoders' switch (a comparison).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER") or k == "WORKER_PURE_PYTHON"}
     env.update(
         AWS_EC2_METADATA_DISABLED="true",
         AWS_ACCESS_KEY_ID="bench",
