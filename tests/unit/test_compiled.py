@@ -53,7 +53,7 @@ def _outcome(fn: Any, *args: Any) -> Any:
 def test_the_compiled_decoders_are_in_use():
     # .ci/dev setup builds them (it needs a C compiler, as the image build does); if this fails
     # after an edit of worker/attributes.py, run `bash .ci/dev setup` to rebuild.
-    assert attributes.COMPILED
+    assert attributes.COMPILED, "no build of this worker/attributes.py: run `bash .ci/dev setup`"
     assert type(attributes.decode_item).__name__ == "builtin_function_or_method"
     assert not PURE.COMPILED
     assert type(PURE.decode_item).__name__ == "function"
