@@ -30,10 +30,11 @@ READ_TIMEOUT = 120.0  # seconds without the awaited status: the child is killed
 
 
 def decoders() -> str:
-    """Which decoders a child runs: the mypyc build, or the Python (``WORKER_PURE_PYTHON=1``)."""
-    code = "import worker.attributes as a; print(a.COMPILED)"
-    done = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, check=True)
-    return "compiled (mypyc)" if done.stdout.strip() == "True" else "pure Python (worker/attributes.py)"
+    """Which decoders a child runs: the same as this process (same source tree, and
+    :func:`child_env` passes ``WORKER_PURE_PYTHON`` through)."""
+    from worker.attributes import COMPILED
+
+    return "compiled (mypyc)" if COMPILED else "pure Python (worker/attributes.py)"
 
 
 def child_env() -> dict[str, str]:

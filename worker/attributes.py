@@ -217,7 +217,7 @@ def decode_item(wire: Any, path: str) -> Item:
     if not isinstance(wire, Mapping):
         raise RecordError(f"image must be an object, got {type(wire).__name__}", field=path)
     try:
-        return {k: _fast(av) for k, av in wire.items() if k.isascii() or _utf8(k) or _fail()}
+        return {k: _fast(av) for k, av in wire.items() if _utf8(k) or _fail()}
     except Exception:  # see decode_value
         return {_name(k, path): _checked(av, f"{path}.{k}") for k, av in wire.items()}
 
@@ -306,16 +306,16 @@ def _fast(av: Any) -> Value:
         raise _NotFast
     for tag, v in av.items():
         if tag == "S":
-            if type(v) is str and (v.isascii() or _utf8(v)):
+            if type(v) is str and _utf8(v):
                 return v
         elif tag == "N":
-            if type(v) is str and len(v) <= DYNAMODB_DIGITS and "e" not in v and "E" not in v:
+            if type(v) is str and _plain(v):
                 d = Decimal(v)
                 if d.is_finite():
                     return d
         elif tag == "M":
             if type(v) is dict:
-                return {k: _fast(x) for k, x in v.items() if k.isascii() or _utf8(k) or _fail()}
+                return {k: _fast(x) for k, x in v.items() if _utf8(k) or _fail()}
         elif tag == "L":
             if type(v) is list:
                 return [_fast(x) for x in v]
@@ -362,7 +362,7 @@ def json_item(wire: Mapping[str, Any], path: str, numbers: Numbers) -> dict[str,
     """
     try:
         number = _fragment if numbers == "number" else _text
-        return {k: _json(av, number) for k, av in wire.items() if k.isascii() or _utf8(k) or _fail()}
+        return {k: _json(av, number) for k, av in wire.items() if _utf8(k) or _fail()}
     except Exception:  # see decode_value
         return decode_item(wire, path)
 
@@ -379,7 +379,7 @@ def _json(av: Any, number: Callable[[str], Any]) -> Any:
         raise _NotFast
     for tag, v in av.items():
         if tag == "S":
-            if type(v) is str and (v.isascii() or _utf8(v)):
+            if type(v) is str and _utf8(v):
                 return v
         elif tag == "N":
             if type(v) is str and len(v) <= DYNAMODB_DIGITS and _SAME_TEXT(v):
@@ -387,7 +387,7 @@ def _json(av: Any, number: Callable[[str], Any]) -> Any:
             return number(str(_fast(av)))
         elif tag == "M":
             if type(v) is dict:
-                return {k: _json(x, number) for k, x in v.items() if k.isascii() or _utf8(k) or _fail()}
+                return {k: _json(x, number) for k, x in v.items() if _utf8(k) or _fail()}
         elif tag == "L":
             if type(v) is list:
                 return [_json(x, number) for x in v]
@@ -418,18 +418,6 @@ Binary = Literal["base64", "bytes"]
 
 def encode_value(v: Value, binary: Binary = "base64") -> dict[str, Any]:
     """Encode a Python value as an AttributeValue; ``binary`` picks the B/BS form."""
-
-    kind = type(v)  # the common exact types first: isinstance on an ABC is slow
-    if kind is str:
-        return {"S": v}
-    if kind is Decimal:
-        return {"N": str(v)}
-    if kind is dict:
-        return {"M": {k: encode_value(x, binary) for k, x in v.items()}}
-
-    def b(x: bytes) -> Any:
-        return base64.b64encode(x).decode("ascii") if binary == "base64" else bytes(x)
-
     if isinstance(v, bool):
         return {"BOOL": v}
     if v is None:
@@ -439,8 +427,8 @@ def encode_value(v: Value, binary: Binary = "base64") -> dict[str, Any]:
     if isinstance(v, Decimal | int):
         return {"N": str(v)}
     if isinstance(v, bytes | bytearray):
-        return {"B": b(bytes(v))}
-    if isinstance(v, Mapping):
+        return {"B": _blob(bytes(v), binary)}
+    if isinstance(v, dict | Mapping):  # dict first: the ABC's check is slow
         return {"M": {k: encode_value(x, binary) for k, x in v.items()}}
     if isinstance(v, list | tuple):
         return {"L": [encode_value(x, binary) for x in v]}
@@ -454,8 +442,12 @@ def encode_value(v: Value, binary: Binary = "base64") -> dict[str, Any]:
         if isinstance(first, Decimal | int) and not isinstance(first, bool):
             return {"NS": [str(x) for x in elems]}
         if isinstance(first, bytes):
-            return {"BS": [b(x) for x in elems]}
+            return {"BS": [_blob(x, binary) for x in elems]}
     raise TypeError(f"cannot encode {type(v).__name__} as a DynamoDB attribute")
+
+
+def _blob(x: bytes, binary: Binary) -> Any:
+    return base64.b64encode(x).decode("ascii") if binary == "base64" else bytes(x)
 
 
 def encode_item(item: Mapping[str, Value], binary: Binary = "base64") -> dict[str, Any]:
