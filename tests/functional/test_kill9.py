@@ -49,12 +49,18 @@ def test_kill_9_mid_flush_then_a_complete_run_is_exact(tmp_path: Path, moto_url:
     ]
     rng = random.Random(9)
     killed_running = 0
-    for _ in range(KILLS):
+    bound = 2.5  # seconds: at least a run's length; lowered to what a run that ended before its kill took
+    for _ in range(3 * KILLS):  # until KILLS kills landed mid-run (a fast machine ends some runs first)
+        if killed_running == KILLS:
+            break
+        started = time.monotonic()
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.7, 2.5))  # start-up takes about half a second; a run 1.5 to 5 s
+        time.sleep(rng.uniform(min(0.7, bound / 2), bound))  # start-up takes about half a second
         if proc.poll() is None:  # still working: the kill lands mid-run (else it already finished)
             killed_running += 1
             os.kill(proc.pid, signal.SIGKILL)
+        else:
+            bound = min(bound, time.monotonic() - started)
         proc.wait(timeout=60)
     assert killed_running >= 2  # most kills landed while the process was working
 
