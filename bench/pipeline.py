@@ -2,7 +2,10 @@
 
 Every stack reads the same input bytes of one workload (:mod:`bench.workload`),
 in one process and one run, timed in CPU seconds (``time.process_time``), best
-of ``--repeats`` runs, with the garbage collector on as in normal operation.
+of ``--repeats`` runs, with the garbage collector on and set as in a shard
+process (``--gc shard``, the default: :func:`worker.sources.kcl.settle_heap`,
+which ``worker kcl`` runs once its start-up is done; every stack, baselines
+included, runs under it). ``--gc default`` keeps Python's own thresholds.
 
 Stacks (each computes the decoded images and their diff, or what the worker
 computes instead; see ``bench/README.md``):
@@ -493,6 +496,23 @@ def verdict(results: list[Result]) -> list[str]:
     return lines
 
 
+def gc_settings(mode: str) -> str:
+    """Set the garbage collector for every stack as ``mode`` says; the line that says how.
+
+    ``shard``: what ``worker kcl`` does once started (the heap so far frozen, young
+    generations collected less often), so the worker rows cost what they cost in a shard
+    process; the baselines run under the same settings.
+    """
+    if mode == "shard":
+        from worker.sources.kcl import settle_heap
+
+        settle_heap()
+        how = "a shard process's (worker.sources.kcl.settle_heap)"
+    else:
+        how = "Python's defaults"
+    return f"garbage collector: {how}, thresholds {'/'.join(map(str, gc.get_threshold()))}"
+
+
 def describe(work: Workload) -> str:
     sizes = [orjson.loads(t)["dynamodb"]["SizeBytes"] for t in work.adapter]
     counts = {e: work.events.count(e) for e in ("INSERT", "MODIFY", "REMOVE")}
@@ -512,6 +532,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--batch", type=int, default=1000, help="records per Pipeline.process call (KCL's maxRecords)")
     p.add_argument("--no-rss", action="store_true", help="skip the resident-memory measurement")
+    p.add_argument(
+        "--gc",
+        choices=("shard", "default"),
+        default="shard",
+        help="garbage collector settings: a shard process's (default) or Python's own",
+    )
     p.add_argument("--rss-child", metavar="PATH", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.rss_child:
@@ -521,7 +547,13 @@ def main(argv: list[str] | None = None) -> None:
     print(describe(work))
     python = sys.version.split()[0]
     print(f"one process, CPU time (process_time), best of up to {args.repeats} runs, GC on; Python {python}")
-    results = run_stacks(work, args.repeats, args.budget, args.batch)
+    thresholds = gc.get_threshold()
+    try:
+        print(gc_settings(args.gc))
+        results = run_stacks(work, args.repeats, args.budget, args.batch)
+    finally:  # a caller's process (the tests call main) gets its own settings back
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
     print()
     print(table(results))
     print()

@@ -5,6 +5,7 @@ comparison honest: same input, same answers.
 """
 
 import base64
+import gc
 import re
 from collections import Counter
 from decimal import Decimal
@@ -22,6 +23,7 @@ from worker import shapes
 from worker.decode import decode, decode_mapping
 from worker.diff import diff, diff_items
 from worker.records import RawRecord
+from worker.sources.kcl import GC_THRESHOLDS
 
 SAMPLE = 300
 
@@ -138,8 +140,13 @@ def test_the_raw_diff_finds_what_a_walk_of_the_decoded_items_finds(old, patch, d
 
 
 def test_the_benchmark_runs_and_prints_its_table(capsys):
+    before = gc.get_threshold()
     assert dispatcher.main(["pipeline", "--records", "60", "--repeats", "1", "--no-rss"]) == 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0  # the shard's settings were undone
     out = capsys.readouterr().out
+    assert (
+        f"garbage collector: a shard process's (worker.sources.kcl.settle_heap), thresholds {GC_THRESHOLDS[0]}/" in out
+    )
     for row in (
         "(a) json + boto3",
         "(b) Powertools",
