@@ -4,7 +4,7 @@ stdout is reserved: under ``worker kcl`` it carries the KCL multilang protocol,
 and ``worker local --json`` prints its report there.
 
 Every line, from structlog, from the standard library or from a library
-(botocore, urllib3, opensearch-py), goes through one
+(botocore, urllib3), goes through one
 ``structlog.stdlib.ProcessorFormatter`` on one stderr handler, so a container
 log holds one JSON object per line with these keys (the shape the launcher's
 JVM encoder matches, see the README's *Logs* section):

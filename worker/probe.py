@@ -35,8 +35,9 @@ def _reason(exc: BaseException) -> str:
     return f"{code}: {text}" if code and code not in text else text
 
 
-def run(cfg: Config, client: Callable[[str], Any], http: Callable[[], tuple[str, Any]] | None) -> Iterator[Check]:
-    """Every check for ``cfg``; ``client(service)`` gives boto3 clients, ``http()`` the search session."""
+def run(cfg: Config, client: Callable[[str], Any], search: Callable[[], Any] | None) -> Iterator[Check]:
+    """Every check for ``cfg``; ``client(service)`` gives boto3 clients, ``search()`` a search client
+    (:class:`~worker.sinks.search.client.SearchClient`)."""
     ddb = client("dynamodb")
     yield from _stream(cfg, ddb, client("dynamodbstreams"))
     for table in sorted({a.table for a in cfg.aggregates}):
@@ -46,8 +47,8 @@ def run(cfg: Config, client: Callable[[str], Any], http: Callable[[], tuple[str,
     if cfg.deadletter.url.startswith("s3://"):
         bucket, _, prefix = cfg.deadletter.url[len("s3://") :].partition("/")
         yield _bucket(client("s3"), bucket, prefix, "dead-letter bucket")
-    if cfg.search is not None and http is not None:
-        yield _index(cfg, http)
+    if cfg.search is not None and search is not None:
+        yield _index(cfg, search)
     from worker.leases import lease_table
 
     lease = lease_table(cfg)
@@ -122,20 +123,21 @@ def _bucket(s3: Any, bucket: str, prefix: str, name: str) -> Check:
     return Check(name, True, f"s3://{bucket}/{prefix}: reachable, listable (writes not probed)")
 
 
-def _index(cfg: Config, http: Callable[[], tuple[str, Any]]) -> Check:
+def _index(cfg: Config, search: Callable[[], Any]) -> Check:
     assert cfg.search is not None
     index = cfg.search.index
     name = f"search index {index}"
     try:
-        base, session = http()
-        resp = session.head(f"{base}/{index}", timeout=cfg.search.timeout_seconds)
-    except Exception as exc:
+        client = search()
+        try:
+            exists = client.index_exists(index)
+        finally:
+            client.close()
+    except Exception as exc:  # the client's classified errors name the status or the failure
         return Check(name, False, _reason(exc))
-    if resp.status_code == 200:
+    if exists:
         return Check(name, True, "exists")
-    if resp.status_code == 404:
-        return Check(name, True, "missing: created from search.template at start (needs create-index permission)")
-    return Check(name, False, f"HTTP {resp.status_code} from {base}")
+    return Check(name, True, "missing: created from search.template at start (needs create-index permission)")
 
 
 def _kcl_table(ddb: Any, table: str, name: str) -> Check:

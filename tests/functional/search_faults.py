@@ -5,11 +5,11 @@ transport seam on a simulated clock.
 whose next bulk/mget calls crash the process, fail, lose their answer or come
 back partially applied.
 
-:class:`FlakyConnection` is a fake standing in front of the real opensearch-py
-connection of a :class:`~worker.sinks.search.client.SearchClient` (its
-``connection`` attribute, through which every request goes). It fails the
-way the network and the cluster do, and raises what opensearch-py itself
-raises, so the client's own classification runs on every injected fault:
+:class:`FlakyConnection` is a fake standing in front of the real connection
+of a :class:`~worker.sinks.search.client.SearchClient` (its ``connection``
+attribute, through which every request goes). It fails the way the network
+and the cluster do, and raises what botocore's HTTP session itself raises, so
+the client's own classification runs on every injected fault:
 
 * an **outage** until a simulated time: every call fails to connect;
 * a **throttling storm**: the next calls are answered 429 with ``Retry-After``
@@ -27,18 +27,15 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
-from opensearchpy import RequestsHttpConnection
-from opensearchpy.exceptions import ConnectionError as TransportConnectionError
-from opensearchpy.exceptions import ConnectionTimeout
+from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
 from tests.simclock import SimClock
 from worker.errors import RetryableError
-from worker.sinks.search.client import SearchClient
+from worker.sinks.search.client import Connection, SearchClient
 
 THROTTLED = b'{"error":{"type":"too_many_requests","reason":"injected: throttling storm"},"status":429}'
 STORM_RETRY_AFTER = "2"  # seconds, as the cluster would send it
@@ -63,42 +60,39 @@ class TransportFaults:
 
 
 class FlakyConnection:
-    """A fake in front of a real :class:`RequestsHttpConnection`, failing on cue (see the module)."""
+    """A fake in front of a real :class:`Connection`, failing on cue (see the module)."""
 
-    def __init__(self, real: RequestsHttpConnection, faults: TransportFaults) -> None:
+    def __init__(self, real: Connection, faults: TransportFaults) -> None:
         self.real = real
         self.faults = faults
 
     def perform_request(
         self,
         method: str,
-        url: str,
-        params: Mapping[str, Any] | None = None,
-        body: bytes | None = None,
-        timeout: float | None = None,
-        allow_redirects: bool | None = True,
-        ignore: Collection[int] = (),
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
+        path: str,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        headers: Mapping[str, str],
+    ) -> tuple[int, Mapping[str, str], bytes]:
         f = self.faults
+        url = self.real.base + path
         if f.sim() < f.down_until:
             f.note("outage calls")
-            refused = requests.exceptions.ConnectionError(ConnectionRefusedError(111, "Connection refused"))
-            raise TransportConnectionError("N/A", str(refused), refused)
+            raise EndpointConnectionError(endpoint_url=url, error=ConnectionRefusedError(111, "Connection refused"))
         if f.storm > 0:
             f.storm -= 1
             f.note("storm calls")
             return 429, {"Retry-After": STORM_RETRY_AFTER, "content-type": "application/json"}, THROTTLED
         hang = f.hangs.popleft() if f.hangs else None
         if hang == "after":  # the cluster applies the request; its answer never comes
-            self.real.perform_request(method, url, params, body, timeout, allow_redirects, ignore, headers)
+            self.real.perform_request(method, path, params, body, headers)
         if hang is not None:
             f.note("hung calls")
-            assert timeout is not None and timeout > 0, "a hung call costs the client's read timeout"
+            timeout = self.real.timeout
+            assert timeout > 0, "a hung call costs the client's read timeout"
             f.sim.advance(timeout)
-            timed_out = requests.exceptions.ReadTimeout(f"injected: read timed out (read timeout={timeout})")
-            raise ConnectionTimeout("TIMEOUT", str(timed_out), timed_out)
-        return self.real.perform_request(method, url, params, body, timeout, allow_redirects, ignore, headers)
+            raise ReadTimeoutError(endpoint_url=url, error=f"injected: read timed out (read timeout={timeout})")
+        return self.real.perform_request(method, path, params, body, headers)
 
     def close(self) -> None:
         self.real.close()

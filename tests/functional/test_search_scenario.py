@@ -40,7 +40,7 @@ from worker.records import RawRecord
 from worker.retry import RetryPolicy
 from worker.shapes import build
 from worker.sinks.search import SearchSink
-from worker.sinks.search.client import make_session
+from worker.sinks.search.client import HttpSettings, http_settings
 from worker.sinks.search.docs import doc_id
 from worker.testing import MemoryDeadLetters
 
@@ -263,9 +263,9 @@ class Runner:
         self.sink, self.pipeline = self._start()
 
     def _start(self) -> tuple[SearchSink, Pipeline]:
-        base, session = make_session(self.section, "us-east-1")
-        session.verify = self.verify
-        client = FaultyClient(base, session, timeout=READ_TIMEOUT, rng=self.rng)
+        base, settings = http_settings(self.section, "us-east-1")
+        settings = HttpSettings(self.verify, settings.auth)
+        client = FaultyClient(base, settings, timeout=READ_TIMEOUT, rng=self.rng)
         client.connection = FlakyConnection(client.connection, self.transport)  # type: ignore[assignment]
         sink = SearchSink(client, self.section)
         # The production policy (backoff within a 900 s budget) on the simulated clock.

@@ -1,9 +1,9 @@
 """SigV4 known answers: the search client's signed requests, as a loopback server receives them.
 
-No AWS endpoint exists here, so each request the real client sends (through
-opensearch-py's connection, for ``es`` and for ``aoss``) is captured by a
-recording HTTP server on loopback, under a fixed clock and fixed credentials,
-and its signature is checked twice against independent computations:
+No AWS endpoint exists here, so each request the real client sends (for ``es``
+and for ``aoss``) is captured by a recording HTTP server on loopback, under a
+fixed clock and fixed credentials, and its signature is checked twice against
+independent computations:
 
 * botocore's own ``SigV4Auth`` signing an ``AWSRequest`` rebuilt from what the
   server received (the signer AWS's SDKs use);
@@ -32,7 +32,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from worker.config import SearchSection
-from worker.sinks.search.client import SearchClient, make_session
+from worker.sinks.search.client import SearchClient, connect
 
 NOW = datetime.datetime(2026, 3, 14, 15, 9, 26)  # the fixed clock (UTC)
 AMZ_DATE = "20260314T150926Z"
@@ -90,8 +90,7 @@ def fixed_clock(monkeypatch):
 
 def _send(url: str, service: str) -> SearchClient:
     section = SearchSection(url=url, auth="sigv4", sigv4_service=service, region=REGION)
-    base, session = make_session(section, "us-east-1", credentials=CREDS)
-    client = SearchClient(base, session)
+    client = connect(section, "us-east-1", credentials=CREDS)
     body = b'{"index":{"_id":"a|1"}}\n{"pk":"a","n":1.50}\n'
     client.bulk("orders", body, 1)
     return client

@@ -20,7 +20,7 @@ from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build
 from worker.sinks import search
 from worker.sinks.search import SearchSink
-from worker.sinks.search.client import RequestTooLarge, SearchClient, make_session
+from worker.sinks.search.client import RequestTooLarge, SearchClient, http_settings
 from worker.sinks.search.docs import doc_id, seq_text
 from worker.testing import MemoryDeadLetters
 
@@ -46,8 +46,8 @@ def remove(pk: str, seq: int, *, ttl: bool = False, **old: Any) -> dict:
 class Harness:
     def __init__(self, url: str, client_cls: type[SearchClient] = FaultyClient, **settings: Any) -> None:
         self.section = SearchSection(url=url, **settings)
-        base, session = make_session(self.section, "us-east-1")
-        self.client = client_cls(base, session)
+        base, settings = http_settings(self.section, "us-east-1")
+        self.client = client_cls(base, settings)
         self.sink = SearchSink(self.client, self.section)
         self.deadletters = MemoryDeadLetters()
         retry = RetryPolicy(attempts=10, base=0.0, cap=0.0, sleep=no_sleep)

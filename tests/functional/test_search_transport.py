@@ -14,8 +14,10 @@ import datetime
 import http.client
 import http.server
 import ipaddress
+import socket
 import ssl
 import threading
+import warnings
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -33,7 +35,7 @@ from worker.pipeline import Pipeline
 from worker.records import RawRecord
 from worker.shapes import build
 from worker.sinks.search import SearchSink
-from worker.sinks.search.client import SearchClient, make_session, tls_verify
+from worker.sinks.search.client import connect, tls_verify
 from worker.testing import MemoryDeadLetters
 
 PROXY_VARS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY")
@@ -94,8 +96,7 @@ def proxy() -> Iterator[tuple[str, list[int]]]:
 
 def _write_two(url: str, index: str) -> SearchSink:
     section = SearchSection(url=url, index=index)
-    base, session = make_session(section, "us-east-1")
-    sink = SearchSink(SearchClient(base, session), section)
+    sink = SearchSink(connect(section, "us-east-1"), section)
     records = [
         build("INSERT", {"pk": k}, new={"pk": k, "n": Decimal(1)}, sequence=10**21 + i) for i, k in enumerate("ab")
     ]
@@ -177,8 +178,7 @@ def tls_server(tmp_path) -> Iterator[tuple[str, Path, Path]]:
 
 
 def _get(url: str, **settings: object) -> None:
-    base, session = make_session(SearchSection(url=url, **settings), "us-east-1")  # type: ignore[arg-type]
-    client = SearchClient(base, session, timeout=10)
+    client = connect(SearchSection(url=url, timeout_seconds=10, **settings), "us-east-1")  # type: ignore[arg-type]
     try:
         client.request("GET", "/")
     finally:
@@ -204,7 +204,10 @@ def test_the_ca_bundle_is_chosen_in_boto3s_order(clean_env, tls_server, settings
         clean_env.setenv(var, files[which])
     resolved = {k: files.get(v, v) if isinstance(v, str) else v for k, v in settings.items()}
     if trusted:
-        _get(url, **resolved)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _get(url, **resolved)
+        assert not caught  # verify_tls = false was asked for: no warning on every request
     else:
         with pytest.raises(RetryableError, match="SSL"):
             _get(url, **resolved)
@@ -217,3 +220,22 @@ def test_tls_verify_order_without_a_server():
     assert tls_verify(SearchSection(url="https://h"), env) == "/aws.pem"
     assert tls_verify(SearchSection(url="https://h"), {"REQUESTS_CA_BUNDLE": "/req.pem"}) == "/req.pem"
     assert tls_verify(SearchSection(url="https://h"), {}) is True
+
+
+# -- sockets -----------------------------------------------------------------------------------
+
+
+def test_connections_send_without_nagles_delay(clean_env, osmem_url):
+    """The connection writes a request's headers and body separately; with Nagle's algorithm on,
+    the body waits for the server's delayed ACK (40 ms a request). Its sockets must set TCP_NODELAY,
+    as botocore's own clients do. (Reads the pool's sockets through botocore's and urllib3's
+    internals: a timing assertion would be flaky.)"""
+    client = connect(SearchSection(url=osmem_url), "us-east-1")
+    try:
+        client.request("PUT", "/nodelay", b"{}", expect=(200, 201, 400))
+        pool = client.connection.http._manager.connection_from_url(osmem_url)
+        socks = [conn.sock for conn in list(pool.pool.queue) if conn is not None and conn.sock is not None]
+        assert socks, "the request's connection went back to the pool"
+        assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in socks)
+    finally:
+        client.close()

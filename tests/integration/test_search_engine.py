@@ -20,7 +20,7 @@ from worker.pipeline import Pipeline
 from worker.records import RawRecord
 from worker.retry import RetryPolicy, no_sleep
 from worker.shapes import build
-from worker.sinks.search.client import SearchClient, make_session
+from worker.sinks.search.client import connect
 from worker.sinks.search.sink import SearchSink, index_setup
 from worker.testing import MemoryDeadLetters
 
@@ -36,8 +36,7 @@ class Real:
         self.url = url
         self.index = index
         self.section = SearchSection(url=url, index=index, **settings)
-        base, session = make_session(self.section, "us-east-1")
-        self.client = SearchClient(base, session)
+        self.client = connect(self.section, "us-east-1")
         self.sink = SearchSink(self.client, self.section, setup=index_setup(self.section, template))
         self.sink.ensure_index()
         self.deadletters = MemoryDeadLetters()

@@ -1,17 +1,19 @@
 """Search sink construction: configuration checks, index creation bodies, templates, URLs and auth."""
 
+import base64
 import dataclasses
+import hashlib
 
 import orjson
 import pytest
-import requests
+from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from worker import config
 from worker.config import Config, SearchSection
 from worker.errors import ConfigError
 from worker.sinks import search
-from worker.sinks.search.client import make_session, split_url
+from worker.sinks.search.client import BasicAuth, HttpSettings, http_settings, split_url
 from worker.sinks.search.docs import live_filter, meta_mapping
 from worker.sinks.search.sink import index_setup, load_template
 
@@ -114,41 +116,49 @@ def test_split_url_takes_credentials_out_of_the_url():
         split_url("localhost:9200")
 
 
-def _prepared(session: requests.Session) -> requests.PreparedRequest:
-    req = requests.Request(
-        "POST", "https://search.example.com/_bulk", data=b"{}\n", headers={"Content-Type": "application/json"}
+def _prepared(settings: HttpSettings) -> AWSRequest:
+    """A bulk request as the client sends it: authenticated by ``settings``."""
+    req = AWSRequest(
+        method="POST",
+        url="https://search.example.com/_bulk",
+        data=b"{}\n",
+        headers={"Content-Type": "application/json"},
     )
-    return session.prepare_request(req)
+    assert settings.auth is not None
+    settings.auth(req)
+    return req
 
 
 def test_basic_auth_from_the_url_or_the_settings():
-    base, session = make_session(SearchSection(url="https://admin:secret@localhost:9200"), "us-east-1")
+    base, settings = http_settings(SearchSection(url="https://admin:secret@localhost:9200"), "us-east-1")
     assert base == "https://localhost:9200"
-    assert session.auth == ("admin", "secret")
-    _, session = make_session(
+    assert settings.auth == BasicAuth("admin", "secret")
+    _, settings = http_settings(
         SearchSection(url="https://localhost:9200", auth="basic", username="u", password="p"), "eu-west-1"
     )
-    assert session.auth == ("u", "p")
-    assert _prepared(session).headers["Authorization"].startswith("Basic ")
+    assert settings.auth == BasicAuth("u", "p")
+    assert _prepared(settings).headers["Authorization"] == "Basic " + base64.b64encode(b"u:p").decode()
+    _, settings = http_settings(SearchSection(url="https://localhost:9200"), "eu-west-1")
+    assert settings.auth is None
 
 
 def test_tls_options():
-    _, session = make_session(SearchSection(url="https://h", verify_tls=False), "us-east-1")
-    assert session.verify is False
-    _, session = make_session(SearchSection(url="https://h", ca_certs="/etc/ca.pem"), "us-east-1")
-    assert session.verify == "/etc/ca.pem"
+    _, settings = http_settings(SearchSection(url="https://h", verify_tls=False), "us-east-1")
+    assert settings.verify is False
+    _, settings = http_settings(SearchSection(url="https://h", ca_certs="/etc/ca.pem"), "us-east-1")
+    assert settings.verify == "/etc/ca.pem"
 
 
 @pytest.mark.parametrize("service", ["es", "aoss"])
-def test_sigv4_signs_with_opensearch_py_signer_for_the_service_and_region(service):
+def test_sigv4_signs_for_the_service_and_region_with_the_payload_hash(service):
     section = SearchSection(url="https://search.example.com", auth="sigv4", sigv4_service=service)
     creds = Credentials("AKIDEXAMPLE", "secret", "token")
-    _, session = make_session(section, "eu-west-3", credentials=creds)
-    headers = _prepared(session).headers
+    _, settings = http_settings(section, "eu-west-3", credentials=creds)
+    headers = _prepared(settings).headers
     assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
     assert f"/eu-west-3/{service}/aws4_request" in headers["Authorization"]
     assert headers["X-Amz-Security-Token"] == "token"
-    assert "x-amz-content-sha256" in {k.lower() for k in headers}
+    assert headers["X-Amz-Content-SHA256"] == hashlib.sha256(b"{}\n").hexdigest()
     region_override = dataclasses.replace(section, region="ap-northeast-1")
-    _, session = make_session(region_override, "eu-west-3", credentials=creds)
-    assert "/ap-northeast-1/" in _prepared(session).headers["Authorization"]
+    _, settings = http_settings(region_override, "eu-west-3", credentials=creds)
+    assert "/ap-northeast-1/" in _prepared(settings).headers["Authorization"]

@@ -62,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
 def probe(cfg: Any) -> int:
     from worker import aws, probe
 
-    def http() -> tuple[str, Any]:
-        from worker.sinks.search.client import make_session
+    def search() -> Any:
+        from worker.sinks.search.client import connect
 
         assert cfg.search is not None
-        return make_session(cfg.search, cfg.worker.region)
+        return connect(cfg.search, cfg.worker.region)
 
     clients: dict[str, Any] = {
         "dynamodb": lambda: aws.client(cfg, "dynamodb"),
@@ -74,7 +74,7 @@ def probe(cfg: Any) -> int:
         "s3": lambda: aws.client(cfg, "s3"),
     }
     failed = 0
-    for check in probe.run(cfg, lambda service: clients[service](), http if cfg.search else None):
+    for check in probe.run(cfg, lambda service: clients[service](), search if cfg.search else None):
         print(check.line(), flush=True)
         failed += not check.ok
     print(f"probe: {'all ok' if not failed else f'{failed} failed'}")

@@ -108,7 +108,7 @@ import structlog
 from worker.config import Config, SearchSection
 from worker.diff import Change, ChangeKind, image_missing
 from worker.errors import ConfigError, RecordError, RetryableError
-from worker.sinks.search.client import RequestTooLarge, SearchClient, make_session
+from worker.sinks.search.client import RequestTooLarge, SearchClient, connect
 from worker.sinks.search.docs import (
     Projection,
     chunked,
@@ -413,8 +413,7 @@ def create(cfg: Config, *, provision: bool = False) -> SearchSink:
     if not section.url:
         raise ConfigError("search.url", "required (worker local starts osmem-server when it is empty)")
     setup = index_setup(section, load_template(cfg, section))
-    base, session = make_session(section, cfg.worker.region)
-    sink = SearchSink(SearchClient(base, session, timeout=section.timeout_seconds), section, setup=setup)
+    sink = SearchSink(connect(section, cfg.worker.region), section, setup=setup)
     if provision:
         sink.ensure_index()
     return sink
