@@ -51,11 +51,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
 from worker.decode import decode
 from worker.diff import Change, diff
 from worker.errors import Action, FatalError, RecordError, action_of
+from worker.log import get_logger
 from worker.positions import AddLog, PositionLog
 from worker.records import RawRecord, StreamRecord
 from worker.retry import RetryPolicy
@@ -133,7 +132,7 @@ class Pipeline:
         self.flush_interval = flush_interval  # ... or when its oldest unflushed record is this old
         self.commit_interval = commit_interval
         self.clock = clock
-        self.log = log or structlog.get_logger("worker.pipeline")
+        self.log = log or get_logger("worker.pipeline")
         self.stats = Stats()
         self._ordinal = 0  # records added so far
         self._positions = PositionLog()  # (ordinal, shard, sequence) of records not yet reported

@@ -11,7 +11,6 @@ from typing import Any
 
 import boto3
 import pytest
-import structlog
 
 from worker import config
 from worker.records import RawRecord
@@ -30,7 +29,6 @@ def restore_logging() -> Iterator[None]:
     handlers, level = logging.root.handlers[:], logging.root.level
     worker_level = logging.getLogger("worker").level
     yield
-    structlog.reset_defaults()
     logging.root.handlers[:] = handlers
     logging.root.setLevel(level)
     logging.getLogger("worker").setLevel(worker_level)

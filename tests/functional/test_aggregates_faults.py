@@ -44,12 +44,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-import structlog
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from tests.simclock import SimClock
 from worker.aws import client
 from worker.config import AggregateSection, AwsSection, Config
+from worker.log import get_logger
 from worker.pipeline import Pipeline, StopProcessing
 from worker.records import RawRecord
 from worker.retry import RetryPolicy
@@ -65,9 +65,8 @@ CHUNKS = 8
 CONCURRENCY = 8  # the sink's production default
 READ_TIMEOUT = 30.0  # what a hung call costs on the simulated clock
 # Thousands of retries and parks: logged nowhere (their counts are asserted instead).
-QUIET = structlog.wrap_logger(
-    structlog.PrintLogger(), wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL)
-)
+QUIET = get_logger("tests.aggregates_faults.quiet")
+logging.getLogger(QUIET.name).setLevel(logging.CRITICAL + 1)
 
 TEMPLATES = [
     AggregateSection(

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         raise ConfigError("kcl.http_port", f"cannot listen on {cfg.kcl.http_host}:{port}: {exc}") from exc
-    import structlog
+    from worker.log import get_logger
 
     emf = _emf_writer(cfg, collector, launcher_up=lambda: launcher.running)
     launcher.start()  # before the HTTP thread exists (the fork runs a preexec function)
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     endpoint.start()
     if emf is not None:
         emf.start()
-    structlog.get_logger("worker.daemon").info(
+    get_logger("worker.daemon").info(
         "serving health and metrics", port=endpoint.port, properties=str(props_path), metrics_dir=str(metrics_dir)
     )
     try:

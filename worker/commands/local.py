@@ -107,9 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
 def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
     """Run the fixtures; the report is built from the sinks' own view of their targets."""
-    import structlog
-
     from worker.app import build_pipeline
+    from worker.log import get_logger
     from worker.pipeline import StopProcessing
     from worker.sources import fixtures as fixture_source
 
@@ -120,7 +119,7 @@ def execute(cfg: Any, fixtures: list[str]) -> dict[str, Any]:
         pipeline.flush()
     except StopProcessing as exc:
         stopped = str(exc)
-        structlog.get_logger("worker.local").error("stopped", error=stopped)
+        get_logger("worker.local").error("stopped", error=stopped)
     report = report_of(pipeline, stopped)
     pipeline.close()
     return report

@@ -37,12 +37,11 @@ def execute_with_items(
 ) -> dict[str, Any]:
     """Steps 1-4 of the module docstring; ``items`` as :func:`~worker.sources.table_items.read_items` gives
     them; ``report_of(pipeline, stopped)`` builds the report ``worker local`` prints."""
-    import structlog
-
     from worker.app import build_pipeline
     from worker.aws import client, stream_arn
     from worker.decode import decode
     from worker.errors import ConfigError, RecordError
+    from worker.log import get_logger
     from worker.pipeline import StopProcessing
     from worker.sources import fixtures as fixture_source
     from worker.sources import table_items
@@ -87,7 +86,7 @@ def execute_with_items(
         pipeline.flush()
     except StopProcessing as exc:
         stopped = str(exc)
-        structlog.get_logger("worker.local").error("stopped", error=stopped)
+        get_logger("worker.local").error("stopped", error=stopped)
     report = report_of(pipeline, stopped)
     report["backfill"] = summary(backfill, ddb, table, loaded)
     pipeline.close()

@@ -339,12 +339,11 @@ def execute(
     clock: Callable[[], float] = time.monotonic,
 ) -> Summary:
     """Run one replay; ``pipeline``/``s3`` are injected by tests (else built from ``cfg``)."""
-    import structlog
-
     from worker.aws import client
+    from worker.log import get_logger
     from worker.sources.replay import Replay
 
-    logger = structlog.get_logger("worker.replay")
+    logger = get_logger("worker.replay")
     run = Replay(opts, s3 if s3 is not None else client(cfg, "s3"), log=logger, clock=clock)
     run.list()
     state, resumed = run.open_state()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-import structlog
+from worker.log import get_logger
 
 DEFAULT_CLASSPATH_DIR = "/opt/kcl/lib"
 DEFAULT_MAIN_CLASS = "worker.kcl.StreamsMultiLangLauncher"
@@ -57,7 +57,7 @@ class Launcher:
     def __init__(self, argv: Sequence[str], *, env: Mapping[str, str], log: Any = None) -> None:
         self.argv = list(argv)
         self.env = dict(env)
-        self.log = log or structlog.get_logger("worker.daemon")
+        self.log = log or get_logger("worker.daemon")
         self.process: subprocess.Popen[bytes] | None = None
         self.signals = 0
         self._exited = threading.Event()

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import structlog
 from isal import igzip, isal_zlib
 
 from worker.archive.layout import (
@@ -52,6 +51,7 @@ from worker.archive.layout import (
     stream_of,
 )
 from worker.archive.merge import read_all
+from worker.log import get_logger
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -135,7 +135,7 @@ class ArchiveSink:
         self.conditional = conditional_writes
         self.level = compress_level
         self.clock = clock
-        self.log = log or structlog.get_logger("worker.sinks.archive")
+        self.log = log or get_logger("worker.sinks.archive")
         self.open: dict[tuple[str, str, Any], _Object] = {}  # (table, stream, hour) -> object
         self.closing: list[_Object] = []  # rotated, with records not yet written
         self.adds = 0  # add calls so far (see unflushed)

@@ -87,9 +87,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from worker.errors import FatalError, RetryableError
+from worker.log import get_logger
 from worker.records import StreamRecord
 from worker.retry import RetryPolicy
 from worker.sources.backfill_state import Progress, SegmentProgress, Workdir
@@ -169,7 +168,7 @@ class Backfill:
         self.options = options or ScanOptions()
         self.clock, self.sleep = clock, sleep
         self.retry = retry or RetryPolicy(sleep=sleep)
-        self.log = log or structlog.get_logger("worker.backfill")
+        self.log = log or get_logger("worker.backfill")
         self.lock = threading.Lock()
         self.budget = ReadBudget(self.options.rate, clock, sleep)
         self.snapshot: Snapshot | None = None

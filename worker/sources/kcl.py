@@ -46,10 +46,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
-import structlog
 from amazon_kclpy.checkpoint_error import CheckpointError
 from amazon_kclpy.v3 import processor as kclpy_v3
 
+from worker.log import get_logger
 from worker.metrics import ShardMetricsFile
 from worker.pipeline import Pipeline, Position
 from worker.positions import AckLog
@@ -127,7 +127,7 @@ class ShardProcessor(kclpy_v3.RecordProcessorBase):  # type: ignore[misc]
         self.metrics_dir = metrics_dir
         self.die = die
         self.clock = clock
-        self.log = log or structlog.get_logger("worker.kcl")
+        self.log = log or get_logger("worker.kcl")
         self.shard_id = "unknown"
         self.metrics = ShardMetricsFile(None, self.shard_id, clock=clock)
         self.last_durable: tuple[str, int | None, float | None] | None = None  # sequence, sub, created

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from worker.attributes import fit_add, number_fault
 from worker.canonical import STREAM_RETENTION_SECONDS
 from worker.diff import Change, ChangeKind, image_missing
 from worker.errors import RecordError, RetryableError
+from worker.log import get_logger
 from worker.records import StreamRecord
 from worker.sinks.aggregates.spec import (
     ZERO,
@@ -121,7 +120,7 @@ class AggregatesSink:
         self.reread_seconds = reread_seconds
         self.max_rounds = max_rounds
         self.cache_rows = cache_rows
-        self.log = log or structlog.get_logger("worker.sinks.aggregates")
+        self.log = log or get_logger("worker.sinks.aggregates")
         self.stats = AggregateStats()
         self._rows: dict[RowKey, PendingRow] = {}
         self._seen: dict[RecordId, StreamRecord] = {}  # the records in the buffer

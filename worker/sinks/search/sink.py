@@ -103,11 +103,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import structlog
 
 from worker.config import Config, SearchSection
 from worker.diff import Change, ChangeKind, image_missing
 from worker.errors import ConfigError, RecordError, RetryableError
+from worker.log import get_logger
 from worker.sinks.search.client import RequestTooLarge, SearchClient, connect
 from worker.sinks.search.docs import (
     Projection,
@@ -177,7 +177,7 @@ class SearchSink:
         )
         self.setup = setup or index_setup(section, None)
         self.max_rounds = max_rounds
-        self.log = log or structlog.get_logger("worker.sinks.search")
+        self.log = log or get_logger("worker.sinks.search")
         self.stats: Counter[str] = Counter()  # written / stale / conflicts / parked / retried / skipped-noop
         self._pending: dict[str, _Pending] = {}
         self._refused: list[RecordError] = []
