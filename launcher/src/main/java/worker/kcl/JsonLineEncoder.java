@@ -11,7 +11,7 @@ import ch.qos.logback.classic.spi.ThrowableProxyUtil;
 import ch.qos.logback.core.encoder.EncoderBase;
 
 /**
- * One JSON object per log event, in the shape the Python side writes (structlog's JSON renderer in
+ * One JSON object per log event, in the shape the Python side writes (the JSON formatter in
  * {@code worker/log.py}): {@code {"message": ..., "level": "info", "timestamp": "...Z", "logger": ...}}
  * plus the MDC entries (KCL puts the shard id there) and {@code exception} when there is one.
  *
