@@ -66,14 +66,8 @@ class FlakyConnection:
         self.real = real
         self.faults = faults
 
-    def perform_request(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, str] | None,
-        body: bytes | None,
-        headers: Mapping[str, str],
-    ) -> tuple[int, Mapping[str, str], bytes]:
+    def perform_request(self, method: str, path: str, *rest: Any) -> tuple[int, Mapping[str, str], bytes]:
+        """:meth:`Connection.perform_request`'s arguments (params, body, headers) pass through."""
         f = self.faults
         url = self.real.base + path
         if f.sim() < f.down_until:
@@ -85,14 +79,14 @@ class FlakyConnection:
             return 429, {"Retry-After": STORM_RETRY_AFTER, "content-type": "application/json"}, THROTTLED
         hang = f.hangs.popleft() if f.hangs else None
         if hang == "after":  # the cluster applies the request; its answer never comes
-            self.real.perform_request(method, path, params, body, headers)
+            self.real.perform_request(method, path, *rest)
         if hang is not None:
             f.note("hung calls")
             timeout = self.real.timeout
             assert timeout > 0, "a hung call costs the client's read timeout"
             f.sim.advance(timeout)
             raise ReadTimeoutError(endpoint_url=url, error=f"injected: read timed out (read timeout={timeout})")
-        return self.real.perform_request(method, path, params, body, headers)
+        return self.real.perform_request(method, path, *rest)
 
     def close(self) -> None:
         self.real.close()
