@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import urllib3
 
@@ -44,7 +44,7 @@ from worker.emulators import start_osmem
 from worker.pipeline import Pipeline
 from worker.records import RawRecord
 from worker.sinks.search import SearchSink
-from worker.sinks.search.client import SearchClient, http_settings
+from worker.sinks.search.client import SearchClient, http_settings, query_string
 from worker.sinks.search.docs import Projection, doc_id
 from worker.testing import MemoryDeadLetters
 
@@ -89,8 +89,7 @@ class DirectUrllib3Client(SearchClient):
         what: str,
     ) -> tuple[int, Mapping[str, str], bytes]:
         headers = {"Content-Type": content_type} if body is not None else {}
-        query = f"?{urlencode(params, quote_via=quote, safe='-_.~')}" if params else ""
-        resp = self.pool.request(method, self.url + path + query, body=body, headers=headers)
+        resp = self.pool.request(method, self.url + path + query_string(params), body=body, headers=headers)
         return resp.status, resp.headers, resp.data
 
 

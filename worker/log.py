@@ -37,7 +37,6 @@ from typing import Any, TextIO
 
 import orjson
 
-KEYS = ("timestamp", "level", "message", "logger")
 _CONTEXT = "worker_context"  # the LogRecord attribute carrying a Logger's key-value context
 # A LogRecord's own attributes; anything else on a record came from ``extra=`` (or the context).
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
@@ -145,10 +144,6 @@ class Formatter(logging.Formatter):
         return f"{line}\n{trace}" if trace else line
 
 
-def formatter(use_json: bool, colors: bool = False) -> Formatter:
-    return Formatter(use_json, colors)
-
-
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Route every logger through one handler on ``stream`` (stderr): the worker's loggers at
     ``level``, libraries at warnings and up."""
@@ -156,7 +151,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
     tty = out.isatty()
     use_json = fmt == "json" or (fmt == "auto" and not tty)
     handler = logging.StreamHandler(out)
-    handler.setFormatter(formatter(use_json, colors=tty and fmt != "json"))
+    handler.setFormatter(Formatter(use_json, colors=tty and fmt != "json"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

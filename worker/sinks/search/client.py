@@ -252,10 +252,9 @@ class SigV4:
     service: str
 
     def __call__(self, request: AWSRequest) -> None:
-        body = request.body or b""
-        request.headers["X-Amz-Content-SHA256"] = hashlib.sha256(
-            body if isinstance(body, bytes) else str(body).encode()
-        ).hexdigest()
+        body = request.body or b""  # bytes from this client; botocore types it str | bytes
+        payload = body.encode() if isinstance(body, str) else body
+        request.headers["X-Amz-Content-SHA256"] = hashlib.sha256(payload).hexdigest()
         SigV4Auth(self.credentials.get_frozen_credentials(), self.service, self.region).add_auth(request)
 
 
@@ -302,10 +301,8 @@ class Connection:
     ) -> tuple[int, Mapping[str, str], bytes]:
         """One exchange: ``(status, headers, body)`` whatever the status; botocore's
         ``ConnectionError`` or ``HTTPClientError`` when no answer came."""
-        # Parameters encoded as SigV4's canonical query string has them (RFC 3986), so the
-        # signature covers the very text sent.
-        query = f"?{urlencode(params, quote_via=quote, safe='-_.~')}" if params else ""
-        request = AWSRequest(method=method, url=f"{self.base}{path}{query}", data=body, headers=dict(headers))
+        url = f"{self.base}{path}{query_string(params)}"
+        request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
         if self.auth is not None:
             self.auth(request)
         response = self.http.send(request.prepare())
@@ -313,6 +310,12 @@ class Connection:
 
     def close(self) -> None:
         self.http.close()
+
+
+def query_string(params: Mapping[str, str] | None) -> str:
+    """``?k=v&...`` for ``params`` (empty for none), encoded as SigV4's canonical query string has
+    it (RFC 3986), so a signature covers the very text sent."""
+    return f"?{urlencode(params, quote_via=quote, safe='-_.~')}" if params else ""
 
 
 def tls_verify(section: SearchSection, environ: Mapping[str, str] = os.environ) -> bool | str:
