@@ -33,3 +33,13 @@ def test_the_benchmark_runs_and_prints_its_targets(
     module.main(argv)  # type: ignore[attr-defined]
     out = capsys.readouterr().out
     assert TARGET.search(out), out[-2000:]
+
+
+def test_the_search_transport_pair_runs_as_often_as_asked(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    search.main(["--records", "60", "--batch", "30", "--repeats", "1", "--transport-repeats", "3"])
+    out = capsys.readouterr().out
+    assert "best of 1 runs (the worker and direct urllib3: 3)" in out  # counted from the runs made
+    assert "same documents in both indexes: yes" in out

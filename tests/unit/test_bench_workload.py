@@ -7,6 +7,7 @@ comparison honest: same input, same answers.
 import base64
 import gc
 import re
+import weakref
 from collections import Counter
 from decimal import Decimal
 
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import __main__ as dispatcher
-from bench.pipeline import changes_a, changes_b, changes_c, changes_worker, measure_rss
+from bench.pipeline import changes_a, changes_b, changes_c, changes_worker, held, measure_rss
 from bench.workload import canonical_records, generate
 from tests.strategies import items, names, values
 from worker import shapes
@@ -157,10 +158,35 @@ def test_the_benchmark_runs_and_prints_its_table(capsys):
     ):
         assert row in out
     assert out.count("target: ") == 6
-    assert "target: decoding key and images on demand <= eager decoding (c): " in out
+    assert "target: decoding key and images on demand <= eager decoding (c), both holding their batch: " in out
+    assert "(c) decode only, each batch held until the next" in out
     assert dispatcher.main(["no-such-bench"]) == 2
 
 
 def test_resident_memory_is_read_from_fresh_processes():
     rss = measure_rss(generate(50, seed=1), 20)
     assert 1_000 < rss["python_kb"] < rss["import_kb"] <= rss["pipeline_kb"] < 1_000_000
+
+
+def test_the_held_baseline_keeps_each_batch_alive_until_it_is_complete():
+    class Item:
+        pass
+
+    alive: weakref.WeakValueDictionary[int, Item] = weakref.WeakValueDictionary()
+    failures: list[str] = []
+
+    def items(n: int, batch: int):
+        for k in range(n):
+            gc.collect()
+            earlier = set(alive)
+            current = set(range(k - k % batch, k))  # the items of the batch being filled
+            # the batch being filled is alive; nothing older is, but the item just handed over
+            if not current <= earlier <= current | {k - 1}:
+                failures.append(f"item {k}: alive {sorted(earlier)}")
+            item = Item()
+            alive[k] = item
+            yield item
+            del item
+
+    assert held(items(10, 3), 3) == 10
+    assert failures == []
