@@ -198,11 +198,11 @@ def held(items: Iterable[Any], batch: int) -> int:
     kept: list[Any] = []
     n = 0
     for item in items:
+        n += 1
         kept.append(item)
         if len(kept) == batch:
-            n += len(kept)
             kept = []
-    return n + len(kept)
+    return n
 
 
 # -- the worker ------------------------------------------------------------------------

@@ -206,9 +206,13 @@ def main(argv: list[str] | None = None) -> None:
         url = clone.url
         worker_runs, replay_runs, base_runs, direct_runs = [], [], [], []
         last_sink: SearchSink | None = None
+
+        def direct(i: int) -> Result:
+            return run_worker(url, f"bench-direct-{i}", raws, args.batch, include, DirectUrllib3Client)[0]
+
         for i in range(args.repeats):
             if i % 2:  # alternate which transport runs first, so drift in the server favours neither
-                direct, _ = run_worker(url, f"bench-direct-{i}", raws, args.batch, include, DirectUrllib3Client)
+                direct_runs.append(direct(i))
             result, sink = run_worker(url, f"bench-worker-{i}", raws, args.batch, include)
             worker_runs.append(result)
             sink.client.calls.clear()
@@ -230,8 +234,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             base_runs.append(run_baseline(url, f"bench-baseline-{i}", raws, include))
             if not i % 2:
-                direct, _ = run_worker(url, f"bench-direct-{i}", raws, args.batch, include, DirectUrllib3Client)
-            direct_runs.append(direct)
+                direct_runs.append(direct(i))
             last_sink = sink
             print(
                 f"  run {i + 1}: worker {worker_runs[-1].seconds:.2f} s, baseline {base_runs[-1].seconds:.2f} s,"
@@ -241,14 +244,10 @@ def main(argv: list[str] | None = None) -> None:
         for i in range(args.repeats, max(args.repeats, args.transport_repeats)):
             # More runs of the transport pair alone: fresh indexes, the order alternating as above.
             if i % 2:
-                direct_runs.append(
-                    run_worker(url, f"bench-direct-{i}", raws, args.batch, include, DirectUrllib3Client)[0]
-                )
+                direct_runs.append(direct(i))
             worker_runs.append(run_worker(url, f"bench-worker-{i}", raws, args.batch, include)[0])
             if not i % 2:
-                direct_runs.append(
-                    run_worker(url, f"bench-direct-{i}", raws, args.batch, include, DirectUrllib3Client)[0]
-                )
+                direct_runs.append(direct(i))
         results = [
             _best(worker_runs, "worker: SearchSink (mget + bulk)"),
             _best(replay_runs, "worker: replay (all stale)"),

@@ -40,7 +40,7 @@ from worker.records import RawRecord
 from worker.retry import RetryPolicy
 from worker.shapes import build
 from worker.sinks.search import SearchSink
-from worker.sinks.search.client import HttpSettings, http_settings
+from worker.sinks.search.client import http_settings
 from worker.sinks.search.docs import doc_id
 from worker.testing import MemoryDeadLetters
 
@@ -264,7 +264,7 @@ class Runner:
 
     def _start(self) -> tuple[SearchSink, Pipeline]:
         base, settings = http_settings(self.section, "us-east-1")
-        settings = HttpSettings(self.verify, settings.auth)
+        settings = replace(settings, verify=self.verify)
         client = FaultyClient(base, settings, timeout=READ_TIMEOUT, rng=self.rng)
         client.connection = FlakyConnection(client.connection, self.transport)  # type: ignore[assignment]
         sink = SearchSink(client, self.section)
