@@ -30,11 +30,11 @@ READ_TIMEOUT = 120.0  # seconds without the awaited status: the child is killed
 
 
 def decoders() -> str:
-    """Which decoders a child runs: the same as this process (same source tree, and
+    """Which build a child runs: the same as this process (same source tree, and
     :func:`child_env` passes ``WORKER_PURE_PYTHON`` through)."""
-    from worker.attributes import COMPILED
+    from worker.compiled import ACTIVE
 
-    return "compiled (mypyc)" if COMPILED else "pure Python (worker/attributes.py)"
+    return "compiled (mypyc: worker.compiled.MODULES)" if ACTIVE else "pure Python"
 
 
 def child_env() -> dict[str, str]:

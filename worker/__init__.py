@@ -1,6 +1,12 @@
 """worker: DynamoDB Streams change processing with an exactly-once effect per sink."""
 
+from pathlib import Path as _Path
+
+from worker.compiled import guard as _guard
+
 __version__ = "0.1.0"
+
+_guard(_Path(__file__).parent)  # before any compiled module is imported: see worker.compiled
 
 
 def version() -> str:

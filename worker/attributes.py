@@ -29,14 +29,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import importlib
-import os
 import re
 from collections.abc import Callable, Mapping
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Subnormal
-from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal, TypeAlias
 
 import orjson
@@ -452,32 +447,3 @@ def _blob(x: bytes, binary: Binary) -> Any:
 
 def encode_item(item: Mapping[str, Value], binary: Binary = "base64") -> dict[str, Any]:
     return {k: encode_value(v, binary) for k, v in item.items()}
-
-
-# -- the compiled build -------------------------------------------------------------
-
-_HOT = ("decode_value", "decode_item", "walk_raw", "json_item", "encode_value", "encode_item")
-COMPILED = False
-"""Whether the functions above are the mypyc build's (:func:`compiled_build`); same results, about
-twice as fast on decoding and documents."""
-
-
-def compiled_build(source: Path, module: str = "worker._compiled_attributes") -> ModuleType | None:
-    """The mypyc build of this module (``.ci/compile.py``, run by ``.ci/dev setup`` and the image)
-    when it was made from ``source`` byte for byte, else ``None``: a build left behind by another
-    version of the file is never used. ``WORKER_PURE_PYTHON=1`` turns the build off."""
-    if os.environ.get("WORKER_PURE_PYTHON"):
-        return None
-    try:
-        build = importlib.import_module(module)
-    except ImportError:
-        return None
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    return build if getattr(build, "SOURCE_SHA256", None) == digest else None
-
-
-if __name__ == "worker.attributes":  # not in the compiled copy itself
-    _build = compiled_build(Path(__file__))
-    if _build is not None:
-        globals().update({name: getattr(_build, name) for name in _HOT})
-        COMPILED = True

@@ -1,13 +1,18 @@
-"""The mypyc build of ``worker.attributes`` (``.ci/compile.py``): in use, equal to the source, never stale.
+"""The mypyc build of the hot modules (``worker.compiled``, ``.ci/compile.py``): in use, equal to
+the source, never stale.
 
-``.ci/dev setup`` builds it, so every other test runs the compiled decoders, as the image does;
-these tests compare them with the pure-Python module loaded from the same source file.
+``.ci/dev setup`` builds it, so every other test runs the compiled modules, as the image does;
+these tests compare the decoders with the pure-Python module loaded from the same source file
+(``tests/functional/test_compiled_sinks.py`` compares the sinks' requests).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,11 +24,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import worker
 from tests.strategies import items
-from worker import attributes
+from worker import attributes, compiled
 from worker.errors import RecordError
 
-SOURCE = Path(attributes.__file__)
+SOURCE = Path(worker.__file__).parent / "attributes.py"  # attributes.__file__ is the extension module
 
 
 def _pure() -> ModuleType:
@@ -50,12 +56,19 @@ def _outcome(fn: Any, *args: Any) -> Any:
         return ("error", exc.reason, exc.field)
 
 
-def test_the_compiled_decoders_are_in_use():
+def _name(source: str) -> str:
+    return "worker." + source.removesuffix(".py").replace("/", ".")
+
+
+def test_the_compiled_modules_are_in_use():
     # .ci/dev setup builds them (it needs a C compiler, as the image build does); if this fails
-    # after an edit of worker/attributes.py, run `bash .ci/dev setup` to rebuild.
-    assert attributes.COMPILED, "no build of this worker/attributes.py: run `bash .ci/dev setup`"
+    # after an edit of one of them, run `bash .ci/dev setup` to rebuild.
+    assert compiled.ACTIVE, "no build of these sources (worker.compiled.MODULES): run `bash .ci/dev setup`"
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    for source in compiled.MODULES:
+        module = importlib.import_module(_name(source))
+        assert (module.__file__ or "").endswith(suffixes), source
     assert type(attributes.decode_item).__name__ == "builtin_function_or_method"
-    assert not PURE.COMPILED
     assert type(PURE.decode_item).__name__ == "function"
 
 
@@ -107,16 +120,52 @@ def test_compiled_and_pure_decoders_refuse_alike(wire):
     assert _outcome(attributes.decode_item, wire, "img")[0] == "error"
 
 
-def test_a_build_from_another_source_is_never_used(tmp_path):
-    assert attributes.compiled_build(SOURCE) is not None
-    edited = tmp_path / "attributes.py"
-    edited.write_bytes(SOURCE.read_bytes() + b"\n# edited after the build\n")
-    assert attributes.compiled_build(edited) is None
-    assert attributes.compiled_build(SOURCE, module="worker._no_such_build") is None
+def _loaded(package_parent: Path, env: dict[str, str] | None = None) -> list[str]:
+    """``worker.compiled.ACTIVE`` and the file each compiled module is loaded from, in a fresh
+    process that imports ``worker`` from ``package_parent``."""
+    code = (
+        "import importlib, worker.compiled as c\n"
+        "print(c.ACTIVE)\n"
+        f"for m in {[_name(s) for s in compiled.MODULES]!r}: print(importlib.import_module(m).__file__)"
+    )
+    run_env = {**os.environ, **(env or {}), "PYTHONPATH": str(package_parent)}
+    done = subprocess.run(  # cwd: `python -c` puts it first on sys.path
+        [sys.executable, "-c", code], env=run_env, cwd=package_parent, capture_output=True, text=True, check=True
+    )
+    return done.stdout.split()
+
+
+def test_a_build_from_other_sources_is_never_used(tmp_path):
+    package = Path(worker.__file__).parent
+    for copy, edit in (("whole", None), ("edited", "sinks/archive.py")):
+        shutil.copytree(package, tmp_path / copy / "worker", ignore=shutil.ignore_patterns("__pycache__"))
+        if edit:
+            with (tmp_path / copy / "worker" / edit).open("a") as f:
+                f.write("\n# edited after the build\n")
+        active, *files = _loaded(tmp_path / copy)
+        assert all(f.startswith(str(tmp_path / copy)) for f in files)
+        if edit is None:  # the copy is a working build: the mechanism, not the test, decides below
+            assert active == "True" and not any(f.endswith(".py") for f in files)
+        else:  # one module edited: all of them run from source (a group is used whole or not at all)
+            assert active == "False" and all(f.endswith(".py") for f in files)
+
+
+@pytest.mark.parametrize("missing", ["the stamp", "the shared library", "one module"])
+def test_a_partial_build_is_never_used(tmp_path, missing):
+    package = tmp_path / "worker"
+    shutil.copytree(Path(worker.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    gone = {
+        "the stamp": package / compiled.STAMP,
+        "the shared library": next(package.glob("_mypyc__mypyc.*")),
+        "one module": next(package.glob("sinks/search/docs.*.so")),
+    }[missing]
+    gone.unlink()
+    active, *files = _loaded(tmp_path)
+    assert active == "False" and all(f.endswith(".py") for f in files)
 
 
 def test_worker_pure_python_turns_the_build_off():
-    env = {**os.environ, "WORKER_PURE_PYTHON": "1"}
-    code = "import worker.attributes as a; print(a.COMPILED, type(a.decode_item).__name__)"
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["False", "function"]
+    package_parent = Path(worker.__file__).parent.parent
+    active, *files = _loaded(package_parent, {"WORKER_PURE_PYTHON": "1"})
+    assert active == "False" and all(f.endswith(".py") for f in files)
+    assert len(files) == len(compiled.MODULES)

@@ -79,6 +79,6 @@ def test_the_image_builds_the_compiled_decoders_into_the_installed_package():
     assert install < build < DOCKERFILE.index("FROM ${JRE_IMAGE} AS jre")
     assert DOCKERFILE.index(" && cd / ") < build  # `import worker` must not find /src/worker
     assert "--mypyc /opt/mypyc/bin/mypyc" in DOCKERFILE
-    assert "assert a.COMPILED" in DOCKERFILE[build:]
+    assert "assert c.ACTIVE" in DOCKERFILE[build:]
     assert "gcc" in DOCKERFILE[install:build]
     assert "mypy" in pins()  # the throw-away mypyc environment is pinned like the rest
