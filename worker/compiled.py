@@ -23,17 +23,16 @@ runs), and the decoders about half their CPU.
 from __future__ import annotations
 
 import hashlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["ACTIVE", "MODULES", "STAMP", "digests", "guard", "status"]
+__all__ = ["ACTIVE", "MODULES", "STAMP", "digests", "guard", "module_name", "status"]
 
 MODULES = (
     "attributes.py",
@@ -65,6 +64,11 @@ ACTIVE = False
 """Whether this process runs the compiled modules (set by :func:`guard`)."""
 
 
+def module_name(source: str) -> str:
+    """The module a source of :data:`MODULES` is: ``sinks/archive.py`` -> ``worker.sinks.archive``."""
+    return "worker." + source.removesuffix(".py").replace("/", ".")
+
+
 def digests(package: Path) -> dict[str, str]:
     """The SHA-256 of each source in :data:`MODULES` under ``package``."""
     return {m: hashlib.sha256((package / m).read_bytes()).hexdigest() for m in MODULES}
@@ -79,13 +83,14 @@ def _extension(package: Path, module: str) -> Path | None:
     return None
 
 
-def status(package: Path) -> str:
+def status(package: Path, environ: Mapping[str, str] = os.environ) -> str:
     """``"compiled"`` (whole, from these sources), ``"absent"`` (no extension module), ``"stale"``
-    (built from other sources, or partly missing), or ``"off"`` (``WORKER_PURE_PYTHON``)."""
+    (built from other sources, or partly missing), or ``"off"`` (``WORKER_PURE_PYTHON`` set in
+    ``environ``)."""
     found = [_extension(package, m) is not None for m in (*MODULES, _LIBRARY)]
     if not any(found):
         return "absent"
-    if os.environ.get("WORKER_PURE_PYTHON"):
+    if environ.get("WORKER_PURE_PYTHON"):
         return "off"
     try:
         stamp = json.loads((package / STAMP).read_text())
@@ -94,11 +99,12 @@ def status(package: Path) -> str:
     return "compiled" if all(found) and stamp == digests(package) else "stale"
 
 
-class _Sources(importlib.abc.MetaPathFinder):
-    """Finds the modules of an unused build at their ``.py`` sources (never their extensions)."""
+class _Sources:
+    """A ``sys.meta_path`` finder: the modules of an unused build at their ``.py`` sources (never
+    their extensions)."""
 
     def __init__(self, package: Path) -> None:
-        self.paths = {"worker." + m[: -len(".py")].replace("/", "."): package / m for m in MODULES}
+        self.paths = {module_name(m): package / m for m in MODULES}
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None

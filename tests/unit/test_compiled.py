@@ -56,17 +56,13 @@ def _outcome(fn: Any, *args: Any) -> Any:
         return ("error", exc.reason, exc.field)
 
 
-def _name(source: str) -> str:
-    return "worker." + source.removesuffix(".py").replace("/", ".")
-
-
 def test_the_compiled_modules_are_in_use():
     # .ci/dev setup builds them (it needs a C compiler, as the image build does); if this fails
     # after an edit of one of them, run `bash .ci/dev setup` to rebuild.
     assert compiled.ACTIVE, "no build of these sources (worker.compiled.MODULES): run `bash .ci/dev setup`"
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     for source in compiled.MODULES:
-        module = importlib.import_module(_name(source))
+        module = importlib.import_module(compiled.module_name(source))
         assert (module.__file__ or "").endswith(suffixes), source
     assert type(attributes.decode_item).__name__ == "builtin_function_or_method"
     assert type(PURE.decode_item).__name__ == "function"
@@ -126,7 +122,7 @@ def _loaded(package_parent: Path, env: dict[str, str] | None = None) -> list[str
     code = (
         "import importlib, worker.compiled as c\n"
         "print(c.ACTIVE)\n"
-        f"for m in {[_name(s) for s in compiled.MODULES]!r}: print(importlib.import_module(m).__file__)"
+        f"for m in {[compiled.module_name(s) for s in compiled.MODULES]!r}: print(importlib.import_module(m).__file__)"
     )
     run_env = {**os.environ, **(env or {}), "PYTHONPATH": str(package_parent)}
     done = subprocess.run(  # cwd: `python -c` puts it first on sys.path
